@@ -1,0 +1,502 @@
+//! The tasks behind a session, the same for every transport.
+//!
+//! Each session has two tasks:
+//! - the **session task** owns the read half: it reads in large chunks, deframes, dispatches
+//!   `on_message` (inline, or to the task pool), ticks `on_cron`, and at the end runs the close
+//!   sequence (`on_error`, `on_close`, close callbacks) exactly once;
+//! - the **writer task** owns the write half: it takes every queued write that is ready and
+//!   puts them on the socket in one batch, so many small frames cost one syscall.
+//!
+//! Transports plug in through [`Source`] and [`Sink`]; they only move bytes.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::task::TaskTracker;
+
+use crate::callbacks::{panic_message, run_all};
+use crate::codec::{DeframeError, Deframer, Step};
+use crate::config::SessionConfig;
+use crate::error::{Error, Result};
+use crate::listener::EventListener;
+use crate::pool::TaskPool;
+use crate::session::{NewInner, Session, WriteReq};
+
+/// What one read produced.
+pub(crate) enum Input {
+    /// The peer closed its side.
+    Eof,
+    /// Bytes were appended to the buffer (stream transports).
+    Stream(usize),
+    /// The buffer holds exactly one message (WebSocket message, UDP datagram).
+    Message { peer: Option<SocketAddr> },
+    /// A transport keep-alive arrived (WebSocket ping or pong): activity, but no package.
+    Control,
+}
+
+/// The read half of a transport. `read` must be cancel-safe: it runs inside `select!`.
+pub(crate) trait Source: Send + 'static {
+    fn read(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Input>> + Send;
+}
+
+/// The write half of a transport.
+pub(crate) trait Sink: Send + 'static {
+    /// Writes every request of the batch, in order; returns the bytes put on the wire.
+    fn write_batch(&mut self, batch: &[WriteReq]) -> impl Future<Output = io::Result<u64>> + Send;
+    /// Ends the connection politely (TCP FIN, WebSocket close 1000).
+    fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
+    /// Whether the session should queue a keep-alive each cron period (WebSocket).
+    fn wants_pings(&self) -> bool {
+        false
+    }
+}
+
+/// Where a session's tasks are tracked and how messages are dispatched: shared by one endpoint.
+#[derive(Clone)]
+pub(crate) struct Runtime {
+    pub(crate) tracker: TaskTracker,
+    pub(crate) pool: Option<TaskPool>,
+}
+
+/// A session that passed the new-session callback and `on_open`, ready to run.
+pub(crate) struct Opened<P, S, K> {
+    pub(crate) session: Session<P>,
+    listener: Arc<dyn EventListener<P>>,
+    deframer: Deframer<P>,
+    rx: mpsc::Receiver<WriteReq>,
+    source: S,
+    sink: K,
+}
+
+/// Builds the session from the callback's settings and calls `on_open`.
+pub(crate) fn open<P, S, K>(
+    mut cfg: SessionConfig<P>,
+    new_session: &crate::config::NewSessionCallback<P>,
+    source: S,
+    sink: K,
+    needs_peer: bool,
+) -> Result<Opened<P, S, K>>
+where
+    P: Send + 'static,
+    S: Source,
+    K: Sink,
+{
+    let id = cfg.id;
+    new_session(&mut cfg).map_err(|reason| Error::Rejected {
+        session: id,
+        by: "the new-session callback",
+        reason,
+    })?;
+    cfg.options.validate()?;
+    let not_set = |what| Error::NotConfigured { session: id, what };
+    let deframer = cfg.deframer.ok_or_else(|| not_set("a reader"))?;
+    let writer = cfg.writer.ok_or_else(|| not_set("a writer"))?;
+    let listener = cfg.listener.ok_or_else(|| not_set("an event listener"))?;
+    let (session, rx) = Session::new(NewInner {
+        id,
+        name: cfg.name,
+        endpoint: cfg.endpoint,
+        local: cfg.local,
+        remote: cfg.remote,
+        opts: cfg.options,
+        writer,
+        needs_peer,
+    });
+    if let Err(reason) = listener.on_open(&session) {
+        session.close();
+        return Err(Error::Rejected {
+            session: id,
+            by: "on_open",
+            reason,
+        });
+    }
+    Ok(Opened {
+        session,
+        listener,
+        deframer,
+        rx,
+        source,
+        sink,
+    })
+}
+
+impl<P: Send + 'static, S: Source, K: Sink> Opened<P, S, K> {
+    /// Spawns the writer task and runs the session task body on the current task.
+    pub(crate) async fn run(self, rt: Runtime) {
+        let Opened {
+            session,
+            listener,
+            mut deframer,
+            rx,
+            mut source,
+            sink,
+        } = self;
+        let pings = sink.wants_pings();
+        let writer = rt.tracker.spawn(write_loop(session.clone(), rx, sink));
+        let res = read_loop(
+            &session,
+            &listener,
+            &mut deframer,
+            &mut source,
+            pings,
+            rt.pool.as_ref(),
+        )
+        .await;
+        if let Err(e) = res {
+            session.fail(e);
+        }
+        session.close();
+        let _ = writer.await;
+        drop(source);
+        finish(&session, &*listener);
+    }
+}
+
+/// The close sequence: `on_error` (if any), `on_close`, callbacks in order. Runs once.
+fn finish<P: Send + 'static>(session: &Session<P>, listener: &dyn EventListener<P>) {
+    let err = session
+        .inner
+        .close_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let guarded = |what: &'static str, f: &dyn Fn()| {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+            tracing::error!(session = session.id(), panic = %panic_message(&*p), "{what} panicked");
+        }
+    };
+    if let Some(e) = &err {
+        tracing::debug!(session = session.id(), error = %e, "session failed");
+        guarded("on_error", &|| listener.on_error(session, e));
+    }
+    guarded("on_close", &|| listener.on_close(session));
+    let cbs = session
+        .inner
+        .callbacks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    run_all(session.id(), cbs);
+    session
+        .inner
+        .attrs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    session.inner.finished.cancel();
+}
+
+fn deframe_error(id: u64, e: DeframeError) -> Error {
+    match e {
+        DeframeError::TooLong(len) => Error::TooLong {
+            session: id,
+            len,
+            max: 0,
+        },
+        DeframeError::Codec(source) => Error::Decode {
+            session: id,
+            source,
+        },
+        DeframeError::BadReader(reason) => Error::BadReader {
+            session: id,
+            reason,
+        },
+    }
+}
+
+/// Hands one package to the listener: inline (ordered) or on the pool.
+async fn dispatch<P: Send + 'static>(
+    session: &Session<P>,
+    listener: &Arc<dyn EventListener<P>>,
+    pool: Option<&TaskPool>,
+    pkg: P,
+) -> Result<()> {
+    session.inner.stats.add_read_pkg();
+    match pool {
+        None => catch_unwind(AssertUnwindSafe(|| listener.on_message(session, pkg))).map_err(|p| {
+            Error::Panicked {
+                session: session.id(),
+                what: "on_message",
+                message: panic_message(&*p),
+            }
+        }),
+        Some(pool) => {
+            let (s, l) = (session.clone(), listener.clone());
+            pool.submit(Box::new(move || l.on_message(&s, pkg))).await;
+            Ok(())
+        }
+    }
+}
+
+async fn read_loop<P: Send + 'static, S: Source>(
+    session: &Session<P>,
+    listener: &Arc<dyn EventListener<P>>,
+    deframer: &mut Deframer<P>,
+    source: &mut S,
+    pings: bool,
+    pool: Option<&TaskPool>,
+) -> Result<()> {
+    let id = session.id();
+    let opts = session.options().clone();
+    let max = opts.max_msg_len;
+    let mut buf = BytesMut::with_capacity(opts.read_buf_size);
+    let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
+    cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let closing = session.inner.closing.clone();
+    // Set while a partial package sits in the buffer: the read timeout applies only then.
+    let mut stall_deadline: Option<Instant> = None;
+    loop {
+        if buf.capacity() - buf.len() < opts.read_buf_size / 4 {
+            buf.reserve(opts.read_buf_size);
+        }
+        let input = tokio::select! {
+            biased;
+            _ = closing.cancelled() => return Ok(()),
+            _ = cron.tick() => {
+                if pings {
+                    session.try_ping();
+                }
+                match pool {
+                    None => listener.on_cron(session),
+                    Some(pool) => {
+                        let (s, l) = (session.clone(), listener.clone());
+                        pool.submit(Box::new(move || l.on_cron(&s))).await;
+                    }
+                }
+                continue;
+            }
+            _ = sleep_until_opt(stall_deadline) => {
+                return Err(Error::ReadTimeout { session: id, timeout: opts.read_timeout });
+            }
+            r = source.read(&mut buf) => r.map_err(|source| Error::Io { session: id, source })?,
+        };
+        match input {
+            Input::Eof => {
+                if !buf.is_empty() {
+                    // A stateful codec may still hold a final frame (tokio's `decode_eof`).
+                    if let Deframer::Stateful(_) = deframer
+                        && let Ok(Some(pkg)) = deframer.one(&mut buf)
+                    {
+                        session.update_active();
+                        dispatch(session, listener, pool, pkg).await?;
+                        return Ok(());
+                    }
+                    return Err(Error::Io {
+                        session: id,
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "peer closed with {} bytes of an unfinished package",
+                                buf.len()
+                            ),
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+            Input::Control => session.update_active(),
+            Input::Stream(n) => {
+                session.inner.stats.add_read(n as u64);
+                loop {
+                    match deframer.step(&mut buf, max) {
+                        Ok(Step::Package(pkg)) => {
+                            session.update_active();
+                            dispatch(session, listener, pool, pkg).await?;
+                            if buf.is_empty() {
+                                break;
+                            }
+                        }
+                        Ok(Step::NeedMore) => break,
+                        Err(DeframeError::TooLong(len)) => {
+                            return Err(Error::TooLong {
+                                session: id,
+                                len,
+                                max,
+                            });
+                        }
+                        Err(e) => return Err(deframe_error(id, e)),
+                    }
+                    if closing.is_cancelled() {
+                        return Ok(());
+                    }
+                }
+                stall_deadline = (!buf.is_empty()).then(|| Instant::now() + opts.read_timeout);
+            }
+            Input::Message { peer } => {
+                let n = buf.len();
+                session.inner.stats.add_read(n as u64);
+                let target = match peer {
+                    Some(p) => session.to_peer(p),
+                    None => session.clone(),
+                };
+                if max > 0 && n > max {
+                    session.inner.stats.add_dropped();
+                    tracing::debug!(
+                        session = id,
+                        len = n,
+                        max,
+                        "message over the max length dropped"
+                    );
+                } else {
+                    match deframer.one(&mut buf) {
+                        Ok(Some(pkg)) => {
+                            session.update_active();
+                            dispatch(&target, listener, pool, pkg).await?;
+                        }
+                        Ok(None) => {
+                            session.inner.stats.add_dropped();
+                            tracing::debug!(
+                                session = id,
+                                len = n,
+                                "message holds no whole package; dropped"
+                            );
+                        }
+                        Err(e) => {
+                            session.inner.stats.add_dropped();
+                            tracing::debug!(session = id, error = %deframe_error(id, e), "message rejected by the reader; dropped");
+                        }
+                    }
+                }
+                buf.clear();
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Most frames coalesced into one write.
+const MAX_BATCH: usize = 256;
+/// Most bytes coalesced into one write.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+async fn write_loop<P: Send + 'static, K: Sink>(
+    session: Session<P>,
+    mut rx: mpsc::Receiver<WriteReq>,
+    mut sink: K,
+) {
+    let id = session.id();
+    let opts = session.options().clone();
+    let closing = session.inner.closing.clone();
+    let mut batch: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
+    let mut healthy = true;
+    // Normal operation: write whatever is queued, as one batch.
+    loop {
+        let first = tokio::select! {
+            biased;
+            r = rx.recv() => r,
+            _ = closing.cancelled() => break,
+        };
+        let Some(first) = first else { break };
+        fill_batch(&mut batch, first, &mut rx);
+        let write = sink.write_batch(&batch);
+        // A write that outlives close gets only the wait time, not the whole write timeout.
+        let grace = async {
+            closing.cancelled().await;
+            tokio::time::sleep(opts.wait_time).await;
+        };
+        let res = tokio::select! {
+            r = tokio::time::timeout(opts.write_timeout, write) => r.map_err(|_| opts.write_timeout),
+            _ = grace => Err(opts.wait_time),
+        };
+        if !complete(&session, &mut batch, res) {
+            healthy = false;
+            break;
+        }
+    }
+    // Closing: flush what is already queued, for at most the wait time.
+    rx.close();
+    let deadline = Instant::now() + opts.wait_time;
+    while healthy {
+        let Ok(first) = rx.try_recv() else { break };
+        fill_batch(&mut batch, first, &mut rx);
+        let res = tokio::time::timeout_at(deadline, sink.write_batch(&batch))
+            .await
+            .map_err(|_| opts.wait_time);
+        healthy = complete(&session, &mut batch, res);
+    }
+    while let Ok(req) = rx.try_recv() {
+        if let Some(done) = req.done {
+            let _ = done.send(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session closed before the write",
+            )));
+        }
+    }
+    if healthy {
+        let _ = tokio::time::timeout_at(
+            deadline.max(Instant::now() + Duration::from_millis(100)),
+            sink.shutdown(),
+        )
+        .await;
+    }
+    tracing::trace!(session = id, "writer finished");
+}
+
+fn fill_batch(batch: &mut Vec<WriteReq>, first: WriteReq, rx: &mut mpsc::Receiver<WriteReq>) {
+    let mut bytes = first.len();
+    batch.push(first);
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(r) => {
+                bytes += r.len();
+                batch.push(r);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Reports a batch's outcome to its writers; on failure the session ends with the error.
+fn complete<P: Send + 'static>(
+    session: &Session<P>,
+    batch: &mut Vec<WriteReq>,
+    res: std::result::Result<io::Result<u64>, Duration>,
+) -> bool {
+    let id = session.id();
+    let (ok, err) = match res {
+        Ok(Ok(n)) => {
+            let pkgs = batch.iter().map(WriteReq::pkgs).sum();
+            session.inner.stats.add_written(n, pkgs);
+            (true, None)
+        }
+        Ok(Err(e)) => (
+            false,
+            Some(Error::Io {
+                session: id,
+                source: e,
+            }),
+        ),
+        Err(timeout) => (
+            false,
+            Some(Error::WriteTimeout {
+                session: id,
+                timeout,
+            }),
+        ),
+    };
+    for req in batch.drain(..) {
+        if let Some(done) = req.done {
+            let _ = done.send(match &err {
+                None => Ok(()),
+                Some(e) => Err(io::Error::other(e.to_string())),
+            });
+        }
+    }
+    if let Some(e) = err {
+        session.fail(e);
+    }
+    ok
+}

@@ -1,0 +1,53 @@
+//! What kind of endpoint a session belongs to, as getty's `EndPointType`.
+
+use std::fmt;
+
+/// The endpoint kind a session was created by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndpointType {
+    UdpEndpoint,
+    UdpClient,
+    TcpClient,
+    WsClient,
+    WssClient,
+    TcpServer,
+    WsServer,
+    WssServer,
+    TlsClient,
+    TlsServer,
+}
+
+impl EndpointType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointType::UdpEndpoint => "UDP_ENDPOINT",
+            EndpointType::UdpClient => "UDP_CLIENT",
+            EndpointType::TcpClient => "TCP_CLIENT",
+            EndpointType::WsClient => "WS_CLIENT",
+            EndpointType::WssClient => "WSS_CLIENT",
+            EndpointType::TcpServer => "TCP_SERVER",
+            EndpointType::WsServer => "WS_SERVER",
+            EndpointType::WssServer => "WSS_SERVER",
+            EndpointType::TlsClient => "TLS_CLIENT",
+            EndpointType::TlsServer => "TLS_SERVER",
+        }
+    }
+
+    /// Whether this side accepted the connection.
+    pub fn is_server(self) -> bool {
+        matches!(
+            self,
+            EndpointType::UdpEndpoint
+                | EndpointType::TcpServer
+                | EndpointType::WsServer
+                | EndpointType::WssServer
+                | EndpointType::TlsServer
+        )
+    }
+}
+
+impl fmt::Display for EndpointType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,50 @@
+//! getty-core: a Netty-like session library, usable alone as a network library.
+//!
+//! Map of the crate:
+//! - [`session`]: [`Session`], the cheap clonable handle of one connection (writes, attributes,
+//!   active time, stats, close callbacks).
+//! - [`listener`]: [`EventListener`], the events a session reports.
+//! - [`codec`]: [`Reader`]/[`Writer`] framing (sans-io); [`length_prefixed`] is a ready one and
+//!   [`tokio_codec`] adapts `tokio_util::codec` pairs.
+//! - [`config`]: [`SessionConfig`], what the new-session callback sets per connection.
+//! - [`options`]: session and socket options.
+//! - [`server`] and [`client`]: endpoints with an accept loop, or N connections kept alive with
+//!   reconnect and back-off.
+//! - [`pool`]: the optional [`TaskPool`] for handlers.
+//! - `driver` (internal): the session task and the writer task, shared by every transport;
+//!   `stream` is the TCP transport under it.
+//! - [`error`]: typed errors.
+
+pub mod attributes;
+mod callbacks;
+pub mod client;
+pub mod codec;
+pub mod config;
+mod driver;
+pub mod endpoint;
+pub mod error;
+pub mod length_prefixed;
+pub mod listener;
+pub mod options;
+pub mod pool;
+pub mod server;
+pub mod session;
+mod sessions;
+pub mod stats;
+mod stream;
+pub mod tokio_codec;
+
+pub use attributes::AttrKey;
+pub use client::{Client, ClientBuilder, ClientState};
+pub use codec::{Decoded, ReadWriter, Reader, Writer};
+pub use config::{NewSessionCallback, SessionConfig, new_session};
+pub use endpoint::EndpointType;
+pub use error::{CodecError, Error, Result};
+pub use length_prefixed::LengthPrefixed;
+pub use listener::EventListener;
+pub use options::{SessionOptions, SocketOptions};
+pub use pool::TaskPool;
+pub use server::{Server, ServerBuilder};
+pub use session::Session;
+pub use stats::StatsSnapshot;
+pub use tokio_codec::TokioCodec;

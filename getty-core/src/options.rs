@@ -1,0 +1,106 @@
+//! Options in builder style: per-session settings and socket options, with getty's names
+//! where they fit. Defaults are chosen to be safe, not tiny (getty's 4 KiB limit confused users).
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Per-session settings; the new-session callback may change them for each session.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Longest package accepted, in bytes; 0 means unlimited. Default 4 MiB.
+    pub max_msg_len: usize,
+    /// How long a *partially received* package may stall before the session fails. An idle
+    /// session with nothing buffered never times out: idleness is the listener's call, in cron.
+    pub read_timeout: Duration,
+    /// How long one socket write may take before the session fails with a write timeout.
+    pub write_timeout: Duration,
+    /// Period of `on_cron` (and of WebSocket pings). Default 60 s.
+    pub cron_period: Duration,
+    /// How long `close` keeps flushing already queued writes. Default 3 s.
+    pub wait_time: Duration,
+    /// Bound of the write queue, in writes: a full queue makes writers wait (back-pressure).
+    pub write_queue_len: usize,
+    /// Size of one socket read.
+    pub read_buf_size: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            max_msg_len: 4 << 20,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            cron_period: Duration::from_secs(60),
+            wait_time: Duration::from_secs(3),
+            write_queue_len: 1024,
+            read_buf_size: 64 << 10,
+        }
+    }
+}
+
+impl SessionOptions {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |name, reason: &str| {
+            Err(crate::Error::InvalidOption {
+                name,
+                reason: reason.to_string(),
+            })
+        };
+        if self.cron_period.is_zero() {
+            return bad("cron_period", "must be above zero");
+        }
+        if self.write_queue_len == 0 {
+            return bad("write_queue_len", "must be above zero");
+        }
+        if self.read_buf_size < 512 {
+            return bad("read_buf_size", "must be at least 512 bytes");
+        }
+        if self.read_timeout.is_zero() || self.write_timeout.is_zero() {
+            return bad("read_timeout/write_timeout", "must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// TCP socket options applied to every connection of an endpoint.
+#[derive(Clone, Debug)]
+pub struct SocketOptions {
+    pub no_delay: bool,
+    /// TCP keep-alive probe period; `None` leaves keep-alive off.
+    pub keep_alive: Option<Duration>,
+    pub send_buffer_size: Option<usize>,
+    pub recv_buffer_size: Option<usize>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            no_delay: true,
+            keep_alive: None,
+            send_buffer_size: None,
+            recv_buffer_size: None,
+        }
+    }
+}
+
+impl SocketOptions {
+    pub(crate) fn apply(&self, s: &TcpStream) -> io::Result<()> {
+        s.set_nodelay(self.no_delay)?;
+        let sock = socket2::SockRef::from(s);
+        if let Some(period) = self.keep_alive {
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(period)
+                .with_interval(period);
+            sock.set_tcp_keepalive(&ka)?;
+        }
+        if let Some(n) = self.send_buffer_size {
+            sock.set_send_buffer_size(n)?;
+        }
+        if let Some(n) = self.recv_buffer_size {
+            sock.set_recv_buffer_size(n)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! Servers: a listener, an accept loop, and the sessions it started.
+//!
+//! The accept loop only accepts: each connection gets its own task at once, which does the
+//! handshake (TLS, WebSocket) under a timeout, the new-session callback and `on_open`, so one
+//! slow or silent peer never delays the next accept.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{NewSessionCallback, SessionConfig};
+use crate::driver::{self, Runtime, Sink, Source};
+use crate::endpoint::EndpointType;
+use crate::error::{Error, Result};
+use crate::options::{SessionOptions, SocketOptions};
+use crate::pool::TaskPool;
+use crate::session::{Session, next_id};
+use crate::sessions::SessionSet;
+use crate::stream::{StreamSink, StreamSource};
+
+/// Turns an accepted TCP connection into a transport (identity for TCP; TLS or WebSocket
+/// handshakes for the others).
+pub(crate) trait Acceptor: Send + Sync + 'static {
+    type Source: Source;
+    type Sink: Sink;
+    fn endpoint_type(&self) -> EndpointType;
+    fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> impl Future<Output = Result<(Self::Source, Self::Sink)>> + Send;
+}
+
+pub(crate) struct TcpAcceptor;
+
+impl Acceptor for TcpAcceptor {
+    type Source = StreamSource<tokio::net::tcp::OwnedReadHalf>;
+    type Sink = StreamSink<tokio::net::tcp::OwnedWriteHalf>;
+    fn endpoint_type(&self) -> EndpointType {
+        EndpointType::TcpServer
+    }
+    async fn accept(&self, tcp: TcpStream) -> Result<(Self::Source, Self::Sink)> {
+        let (r, w) = tcp.into_split();
+        Ok((StreamSource(r), StreamSink::new(w)))
+    }
+}
+
+/// Options of a server, builder style.
+#[derive(Clone)]
+pub struct ServerBuilder {
+    pub(crate) addr: String,
+    pub(crate) session: SessionOptions,
+    pub(crate) socket: SocketOptions,
+    pub(crate) max_sessions: usize,
+    pub(crate) pool: Option<TaskPool>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl ServerBuilder {
+    /// `addr` such as `127.0.0.1:0` (port 0 picks a free port; read it with `local_addr`).
+    pub fn new(addr: impl Into<String>) -> Self {
+        ServerBuilder {
+            addr: addr.into(),
+            session: SessionOptions::default(),
+            socket: SocketOptions::default(),
+            max_sessions: 0,
+            pool: None,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+    /// Defaults for every session; the new-session callback may still change them.
+    pub fn session_options(mut self, o: SessionOptions) -> Self {
+        self.session = o;
+        self
+    }
+    pub fn socket_options(mut self, o: SocketOptions) -> Self {
+        self.socket = o;
+        self
+    }
+    /// Most sessions at once (0: no cap). Connections beyond it are closed at accept.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
+    }
+    /// Runs `on_message`/`on_cron` on a pool instead of the session task (see [`TaskPool`]).
+    pub fn task_pool(mut self, pool: TaskPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+    /// Limit for TLS and WebSocket handshakes.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Listens for plain TCP connections.
+    pub async fn serve_tcp<P: Send + 'static>(
+        self,
+        new_session: NewSessionCallback<P>,
+    ) -> Result<Server<P>> {
+        self.serve_with(TcpAcceptor, new_session).await
+    }
+
+    pub(crate) async fn serve_with<P: Send + 'static, A: Acceptor>(
+        self,
+        acceptor: A,
+        new_session: NewSessionCallback<P>,
+    ) -> Result<Server<P>> {
+        self.session.validate()?;
+        let listener = TcpListener::bind(&self.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Bind {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            sessions: SessionSet::new(),
+            slots: AtomicUsize::new(0),
+            closing: CancellationToken::new(),
+            rt: Runtime {
+                tracker: TaskTracker::new(),
+                pool: self.pool.clone(),
+            },
+        });
+        let endpoint = acceptor.endpoint_type();
+        let accept = shared.rt.tracker.spawn(accept_loop(
+            listener,
+            Arc::new(acceptor),
+            self,
+            new_session,
+            shared.clone(),
+            local,
+        ));
+        Ok(Server {
+            local,
+            endpoint,
+            shared,
+            accept: std::sync::Mutex::new(Some(accept)),
+        })
+    }
+}
+
+struct Shared<P> {
+    sessions: SessionSet<P>,
+    /// Connections accepted and not yet ended, including those still in their handshake.
+    slots: AtomicUsize,
+    closing: CancellationToken,
+    rt: Runtime,
+}
+
+/// A running server. Dropping it stops accepting; `close` also closes sessions and waits.
+pub struct Server<P> {
+    local: SocketAddr,
+    endpoint: EndpointType,
+    shared: Arc<Shared<P>>,
+    accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<P: Send + 'static> Server<P> {
+    pub fn builder(addr: impl Into<String>) -> ServerBuilder {
+        ServerBuilder::new(addr)
+    }
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+    pub fn endpoint_type(&self) -> EndpointType {
+        self.endpoint
+    }
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.len()
+    }
+    pub fn sessions(&self) -> Vec<Session<P>> {
+        self.shared.sessions.all()
+    }
+    pub fn is_closed(&self) -> bool {
+        self.shared.closing.is_cancelled()
+    }
+    /// Stops accepting, closes every session (each flushes for its wait time) and waits for
+    /// all of their tasks to end. Idempotent.
+    pub async fn close(&self) {
+        self.shared.closing.cancel();
+        let accept = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = accept {
+            let _ = h.await;
+        }
+        self.shared.sessions.close_all();
+        self.shared.rt.tracker.close();
+        self.shared.rt.tracker.wait().await;
+    }
+}
+
+impl<P> Drop for Server<P> {
+    fn drop(&mut self) {
+        self.shared.closing.cancel();
+    }
+}
+
+/// Releases a connection slot when its task ends, however it ends.
+struct Slot<'a>(&'a AtomicUsize);
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn accept_loop<P: Send + 'static, A: Acceptor>(
+    listener: TcpListener,
+    acceptor: Arc<A>,
+    opts: ServerBuilder,
+    new_session: NewSessionCallback<P>,
+    shared: Arc<Shared<P>>,
+    local: SocketAddr,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.closing.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(5);
+                x
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait, then go on serving.
+                tracing::warn!(%local, error = %e, ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if opts.max_sessions > 0 && shared.slots.load(Ordering::Acquire) >= opts.max_sessions {
+            tracing::warn!(%local, %remote, max = opts.max_sessions, "session cap reached; connection closed");
+            continue;
+        }
+        shared.slots.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = opts.socket.apply(&tcp) {
+            tracing::warn!(%remote, error = %e, "could not set socket options");
+        }
+        let (acceptor, shared2, new_session) =
+            (acceptor.clone(), shared.clone(), new_session.clone());
+        let (session_opts, handshake) = (opts.session.clone(), opts.handshake_timeout);
+        shared.rt.tracker.spawn(async move {
+            let shared = shared2;
+            let _slot = Slot(&shared.slots);
+            let transport = tokio::select! {
+                _ = shared.closing.cancelled() => return,
+                r = tokio::time::timeout(handshake, acceptor.accept(tcp)) => r,
+            };
+            let (source, sink) = match transport {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%remote, ?handshake, "handshake timed out");
+                    return;
+                }
+            };
+            let cfg = SessionConfig::new(
+                next_id(),
+                acceptor.endpoint_type(),
+                Some(local),
+                Some(remote),
+                session_opts,
+            );
+            match driver::open(cfg, &new_session, source, sink, false) {
+                Ok(opened) => {
+                    let session = opened.session.clone();
+                    shared.sessions.insert(session.clone());
+                    if shared.closing.is_cancelled() {
+                        session.close();
+                    }
+                    opened.run(shared.rt.clone()).await;
+                    shared.sessions.remove(session.id());
+                }
+                Err(e) => tracing::info!(%remote, error = %e, "session not opened"),
+            }
+        });
+    }
+}

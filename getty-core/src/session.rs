@@ -1,0 +1,427 @@
+//! The session handle: one per connection, cheap to clone, usable from any task.
+//!
+//! The handle never touches the socket. Reads belong to the session task and writes to the
+//! writer task (see `driver.rs`); the handle encodes on the caller and queues bytes, so many
+//! tasks may write at once and packages never interleave.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::attributes::{AttrKey, Attributes};
+use crate::callbacks::CloseCallbacks;
+use crate::codec::Writer;
+use crate::endpoint::EndpointType;
+use crate::error::{Error, Result};
+use crate::options::SessionOptions;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// One unit of work for the writer task.
+pub(crate) struct WriteReq {
+    pub(crate) kind: WriteKind,
+    /// Destination on an unconnected UDP endpoint.
+    pub(crate) peer: Option<SocketAddr>,
+    /// Told the outcome once the bytes are on the socket (or not).
+    pub(crate) done: Option<oneshot::Sender<std::io::Result<()>>>,
+}
+
+pub(crate) enum WriteKind {
+    One(Bytes),
+    /// Several packages written back to back with nothing in between.
+    Many(Vec<Bytes>),
+    /// A transport-level keep-alive (a WebSocket ping); streams ignore it.
+    Ping,
+}
+
+impl WriteReq {
+    pub(crate) fn len(&self) -> usize {
+        match &self.kind {
+            WriteKind::One(b) => b.len(),
+            WriteKind::Many(v) => v.iter().map(Bytes::len).sum(),
+            WriteKind::Ping => 0,
+        }
+    }
+    pub(crate) fn pkgs(&self) -> u64 {
+        match &self.kind {
+            WriteKind::One(_) => 1,
+            WriteKind::Many(v) => v.len() as u64,
+            WriteKind::Ping => 0,
+        }
+    }
+}
+
+pub(crate) struct Inner<P> {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) endpoint: EndpointType,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) opts: SessionOptions,
+    /// Cancelled when closing starts.
+    pub(crate) closing: CancellationToken,
+    /// Cancelled when `on_close` and the close callbacks have run.
+    pub(crate) finished: CancellationToken,
+    /// The first error that ended the session, handed to `on_error`.
+    pub(crate) close_error: Mutex<Option<Error>>,
+    pub(crate) attrs: Mutex<Attributes>,
+    active_nanos: AtomicU64,
+    pub(crate) stats: Stats,
+    pub(crate) callbacks: Mutex<CloseCallbacks>,
+    pub(crate) writer: Arc<dyn Writer<P>>,
+    pub(crate) tx: mpsc::Sender<WriteReq>,
+    /// True on an unconnected UDP endpoint: every write needs a peer address.
+    pub(crate) needs_peer: bool,
+}
+
+/// A connection's handle. Clones share the same connection.
+///
+/// On an unconnected UDP endpoint, the handle given to `on_message` is bound to the sender's
+/// address, so a reply with `write_pkg` goes back to that peer and listener code stays the same
+/// for every transport.
+pub struct Session<P> {
+    pub(crate) inner: Arc<Inner<P>>,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl<P> Clone for Session<P> {
+    fn clone(&self) -> Self {
+        Session {
+            inner: self.inner.clone(),
+            peer: self.peer,
+        }
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct NewInner<P> {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) endpoint: EndpointType,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) opts: SessionOptions,
+    pub(crate) writer: Arc<dyn Writer<P>>,
+    pub(crate) needs_peer: bool,
+}
+
+impl<P: Send + 'static> Session<P> {
+    pub(crate) fn new(n: NewInner<P>) -> (Session<P>, mpsc::Receiver<WriteReq>) {
+        let (tx, rx) = mpsc::channel(n.opts.write_queue_len);
+        let inner = Inner {
+            id: n.id,
+            name: n.name,
+            endpoint: n.endpoint,
+            local: n.local,
+            remote: n.remote,
+            opts: n.opts,
+            closing: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            close_error: Mutex::new(None),
+            attrs: Mutex::new(Attributes::default()),
+            active_nanos: AtomicU64::new(0),
+            stats: Stats::default(),
+            callbacks: Mutex::new(CloseCallbacks::default()),
+            writer: n.writer,
+            tx,
+            needs_peer: n.needs_peer,
+        };
+        let s = Session {
+            inner: Arc::new(inner),
+            peer: None,
+        };
+        s.update_active();
+        (s, rx)
+    }
+
+    // ---- identity ----
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    pub fn endpoint_type(&self) -> EndpointType {
+        self.inner.endpoint
+    }
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local
+    }
+    /// The peer: the connected address, or on a UDP endpoint the address this handle is bound to.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.peer.or(self.inner.remote)
+    }
+    /// A handle whose writes go to `peer` (for unconnected UDP endpoints).
+    pub fn to_peer(&self, peer: SocketAddr) -> Session<P> {
+        Session {
+            inner: self.inner.clone(),
+            peer: Some(peer),
+        }
+    }
+
+    // ---- lifecycle ----
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing.is_cancelled()
+    }
+    /// Starts closing: reads stop, queued writes are flushed for at most the wait time, then
+    /// `on_close` runs. Idempotent and callable from any task.
+    pub fn close(&self) {
+        self.inner.closing.cancel();
+    }
+    /// Completes when the session is fully closed (`on_close` and callbacks have run).
+    pub async fn closed(&self) {
+        self.inner.finished.cancelled().await
+    }
+    /// Closes with an error that `on_error` will receive (if it is the first).
+    pub(crate) fn fail(&self, err: Error) {
+        {
+            let mut slot = lock(&self.inner.close_error);
+            if slot.is_none() && !self.inner.closing.is_cancelled() {
+                *slot = Some(err);
+            }
+        }
+        self.inner.closing.cancel();
+    }
+
+    // ---- settings ----
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.inner.opts
+    }
+    pub fn max_msg_len(&self) -> usize {
+        self.inner.opts.max_msg_len
+    }
+    pub fn read_timeout(&self) -> Duration {
+        self.inner.opts.read_timeout
+    }
+    pub fn write_timeout(&self) -> Duration {
+        self.inner.opts.write_timeout
+    }
+    pub fn cron_period(&self) -> Duration {
+        self.inner.opts.cron_period
+    }
+    pub fn wait_time(&self) -> Duration {
+        self.inner.opts.wait_time
+    }
+
+    // ---- attributes ----
+
+    pub fn attr<T: Clone + Send + Sync + 'static>(&self, key: &AttrKey<T>) -> Option<T> {
+        lock(&self.inner.attrs).get(key)
+    }
+    /// Sets a value, returning the previous one.
+    pub fn set_attr<T: Send + Sync + 'static>(&self, key: &AttrKey<T>, v: T) -> Option<T> {
+        lock(&self.inner.attrs).set(key, v)
+    }
+    pub fn remove_attr<T: Send + Sync + 'static>(&self, key: &AttrKey<T>) -> Option<T> {
+        lock(&self.inner.attrs).remove(key)
+    }
+
+    // ---- activity and stats ----
+
+    /// When a package (or WebSocket ping/pong) last arrived. Writes never move it.
+    pub fn active(&self) -> Instant {
+        epoch() + Duration::from_nanos(self.inner.active_nanos.load(Ordering::Relaxed))
+    }
+    pub fn update_active(&self) {
+        let n = epoch().elapsed().as_nanos() as u64;
+        self.inner.active_nanos.store(n, Ordering::Relaxed);
+    }
+    /// Time since the last activity.
+    pub fn idle(&self) -> Duration {
+        self.active().elapsed()
+    }
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+    /// getty's `Stat()` line: who, then the counters.
+    pub fn stat(&self) -> String {
+        self.to_string()
+    }
+
+    // ---- close callbacks ----
+
+    /// Adds a callback run once when the session closes; an existing (handler, key) is replaced
+    /// in place. Returns false if the session already ran its callbacks.
+    pub fn add_close_callback(
+        &self,
+        handler: impl Into<String>,
+        key: impl Into<String>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        lock(&self.inner.callbacks).add(handler.into(), key.into(), Box::new(f))
+    }
+    /// Removes a callback; a missing one is a no-op (returns false).
+    pub fn remove_close_callback(&self, handler: &str, key: &str) -> bool {
+        lock(&self.inner.callbacks).remove(handler, key)
+    }
+    pub fn close_callback_count(&self) -> usize {
+        lock(&self.inner.callbacks).len()
+    }
+
+    // ---- writes ----
+
+    fn encode(&self, pkg: &P) -> Result<Bytes> {
+        let mut buf = BytesMut::new();
+        self.inner
+            .writer
+            .write(pkg, &mut buf)
+            .map_err(|source| Error::Encode {
+                session: self.id(),
+                source,
+            })?;
+        Ok(buf.freeze())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::SessionClosed(self.id()));
+        }
+        if self.inner.needs_peer && self.peer.is_none() {
+            return Err(Error::NoPeerAddr { session: self.id() });
+        }
+        Ok(())
+    }
+
+    /// Queues `req` and, if `wait`, waits until it is on the socket, all within `timeout`
+    /// (the session's write timeout when `None`).
+    async fn submit(&self, kind: WriteKind, timeout: Option<Duration>, wait: bool) -> Result<()> {
+        self.check_open()?;
+        let timeout = timeout.unwrap_or(self.inner.opts.write_timeout);
+        let (done, rx) = if wait {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let req = WriteReq {
+            kind,
+            peer: self.peer,
+            done,
+        };
+        let id = self.id();
+        let work = async {
+            self.inner
+                .tx
+                .send(req)
+                .await
+                .map_err(|_| Error::SessionClosed(id))?;
+            if let Some(rx) = rx {
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return Err(Error::Io {
+                            session: id,
+                            source: e,
+                        });
+                    }
+                    Err(_) => return Err(Error::SessionClosed(id)),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::WriteTimeout {
+                session: id,
+                timeout,
+            }),
+        }
+    }
+
+    /// Encodes `pkg` and waits until its bytes are written; returns the encoded length.
+    /// A failure is the caller's to handle: nothing is retried.
+    pub async fn write_pkg(&self, pkg: &P, timeout: Option<Duration>) -> Result<usize> {
+        self.check_open()?;
+        let b = self.encode(pkg)?;
+        let n = b.len();
+        self.submit(WriteKind::One(b), timeout, true).await?;
+        Ok(n)
+    }
+
+    /// Encodes and queues `pkg` without waiting for the socket: the cheap path for protocols
+    /// (like RPC) that learn about failures another way. Waits only while the queue is full.
+    pub async fn send_pkg(&self, pkg: &P) -> Result<usize> {
+        self.check_open()?;
+        let b = self.encode(pkg)?;
+        let n = b.len();
+        self.submit(WriteKind::One(b), None, false).await?;
+        Ok(n)
+    }
+
+    /// Writes raw bytes as they are, bypassing the Writer.
+    pub async fn write_bytes(&self, b: Bytes, timeout: Option<Duration>) -> Result<usize> {
+        let n = b.len();
+        self.submit(WriteKind::One(b), timeout, true).await?;
+        Ok(n)
+    }
+
+    /// Writes several buffers back to back in one go (one writev-like batch); on message
+    /// transports each buffer is one message. Returns the total length.
+    pub async fn write_bytes_array(
+        &self,
+        bufs: Vec<Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
+        let n = bufs.iter().map(Bytes::len).sum();
+        self.submit(WriteKind::Many(bufs), timeout, true).await?;
+        Ok(n)
+    }
+
+    /// Queues a transport keep-alive (a WebSocket ping) unless the queue is full.
+    pub(crate) fn try_ping(&self) {
+        let _ = self.inner.tx.try_send(WriteReq {
+            kind: WriteKind::Ping,
+            peer: None,
+            done: None,
+        });
+    }
+}
+
+impl<P> fmt::Display for Session<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+        write!(
+            f,
+            "session {{{}:{}:{}:{}<->{}}}, {}",
+            i.name,
+            i.endpoint,
+            i.id,
+            addr(i.local),
+            addr(self.peer.or(i.remote)),
+            i.stats.snapshot()
+        )
+    }
+}
+
+impl<P> fmt::Debug for Session<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
+            .field("endpoint", &self.inner.endpoint)
+            .field("remote", &self.peer.or(self.inner.remote))
+            .finish()
+    }
+}

@@ -1,0 +1,83 @@
+//! Byte-stream transports (TCP, and TLS over TCP): a read half and a write half.
+
+use std::io::{self, IoSlice};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::driver::{Input, Sink, Source};
+use crate::session::{WriteKind, WriteReq};
+
+pub(crate) struct StreamSource<R>(pub(crate) R);
+
+impl<R: AsyncRead + Unpin + Send + 'static> Source for StreamSource<R> {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<Input> {
+        // `read_buf` is cancel-safe: no bytes are lost if the select! picks another branch.
+        match self.0.read_buf(buf).await? {
+            0 => Ok(Input::Eof),
+            n => Ok(Input::Stream(n)),
+        }
+    }
+}
+
+pub(crate) struct StreamSink<W> {
+    w: W,
+    /// Staging buffer for writers that cannot do vectored writes (TLS): one record, one syscall.
+    scratch: BytesMut,
+}
+
+impl<W> StreamSink<W> {
+    pub(crate) fn new(w: W) -> Self {
+        StreamSink {
+            w,
+            scratch: BytesMut::new(),
+        }
+    }
+}
+
+fn chunks(batch: &[WriteReq]) -> impl Iterator<Item = &Bytes> {
+    batch.iter().flat_map(|r| match &r.kind {
+        WriteKind::One(b) => std::slice::from_ref(b),
+        WriteKind::Many(v) => v.as_slice(),
+        WriteKind::Ping => &[],
+    })
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> Sink for StreamSink<W> {
+    async fn write_batch(&mut self, batch: &[WriteReq]) -> io::Result<u64> {
+        let total: usize = chunks(batch).map(Bytes::len).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        if self.w.is_write_vectored() {
+            let mut slices: Vec<IoSlice<'_>> = chunks(batch)
+                .filter(|b| !b.is_empty())
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                let n = self.w.write_vectored(rest).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut rest, n);
+            }
+        } else {
+            self.scratch.clear();
+            self.scratch.reserve(total);
+            for b in chunks(batch) {
+                self.scratch.extend_from_slice(b);
+            }
+            self.w.write_all(&self.scratch).await?;
+            if self.scratch.capacity() > (4 << 20) {
+                self.scratch = BytesMut::new();
+            }
+        }
+        self.w.flush().await?;
+        Ok(total as u64)
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.w.shutdown().await;
+    }
+}

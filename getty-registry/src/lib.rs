@@ -1,0 +1,1 @@
+//! Service registry: publish and discover endpoints (lands with issue 6).

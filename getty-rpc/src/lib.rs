@@ -1,0 +1,1 @@
+//! Bidirectional RPC over getty-core sessions (protocol and peers land with issue 4).
