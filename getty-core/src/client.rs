@@ -217,9 +217,6 @@ pub struct Client<P> {
 }
 
 impl<P: Send + 'static> Client<P> {
-    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::new(addr)
-    }
     pub fn endpoint_type(&self) -> EndpointType {
         self.endpoint
     }
@@ -333,7 +330,14 @@ async fn supervise<P: Send + 'static, C: Connector>(
                         c.remote,
                         opts.session.clone(),
                     );
-                    driver::open(cfg, &new_session, c.source, c.sink, false)
+                    let id = cfg.id();
+                    let r = driver::open(cfg, &new_session, c.source, c.sink, false, |s| {
+                        shared.sessions.insert(s.clone())
+                    });
+                    if r.is_err() {
+                        shared.sessions.remove(id);
+                    }
+                    r
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(Error::Connect {
@@ -345,7 +349,6 @@ async fn supervise<P: Send + 'static, C: Connector>(
                 Ok(opened) => {
                     failures = 0;
                     let session = opened.session.clone();
-                    shared.sessions.insert(session.clone());
                     let sh = shared.clone();
                     shared.rt.tracker.spawn(async move {
                         opened.run(sh.rt.clone()).await;

@@ -82,6 +82,7 @@ pub(crate) fn open<P, S, K>(
     source: S,
     sink: K,
     needs_peer: bool,
+    on_created: impl FnOnce(&Session<P>),
 ) -> Result<Opened<P, S, K>>
 where
     P: Send + 'static,
@@ -109,6 +110,8 @@ where
         writer,
         needs_peer,
     });
+    // The endpoint lists the session before `on_open`, so the listener finds it there.
+    on_created(&session);
     if let Err(reason) = listener.on_open(&session) {
         session.close();
         return Err(Error::Rejected {

@@ -55,6 +55,8 @@ pub enum Error {
     BadReader { session: u64, reason: &'static str },
     #[error("session {session}: write did not complete within {timeout:?}")]
     WriteTimeout { session: u64, timeout: Duration },
+    #[error("session {session}: the write queue is full")]
+    QueueFull { session: u64 },
     #[error(
         "session {session}: a partial package stalled for longer than the read timeout {timeout:?}"
     )]

@@ -166,9 +166,6 @@ pub struct Server<P> {
 }
 
 impl<P: Send + 'static> Server<P> {
-    pub fn builder(addr: impl Into<String>) -> ServerBuilder {
-        ServerBuilder::new(addr)
-    }
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
@@ -276,17 +273,20 @@ async fn accept_loop<P: Send + 'static, A: Acceptor>(
                 Some(remote),
                 session_opts,
             );
-            match driver::open(cfg, &new_session, source, sink, false) {
+            let id = cfg.id();
+            match driver::open(cfg, &new_session, source, sink, false, |s| shared.sessions.insert(s.clone())) {
                 Ok(opened) => {
                     let session = opened.session.clone();
-                    shared.sessions.insert(session.clone());
                     if shared.closing.is_cancelled() {
                         session.close();
                     }
                     opened.run(shared.rt.clone()).await;
                     shared.sessions.remove(session.id());
                 }
-                Err(e) => tracing::info!(%remote, error = %e, "session not opened"),
+                Err(e) => {
+                    shared.sessions.remove(id);
+                    tracing::info!(%remote, error = %e, "session not opened");
+                }
             }
         });
     }

@@ -369,6 +369,24 @@ impl<P: Send + 'static> Session<P> {
         Ok(n)
     }
 
+    /// Encodes and queues `pkg` without waiting at all: for synchronous handlers. Fails with
+    /// [`Error::QueueFull`] rather than block when the write queue is full.
+    pub fn try_send_pkg(&self, pkg: &P) -> Result<usize> {
+        self.check_open()?;
+        let b = self.encode(pkg)?;
+        let n = b.len();
+        let req = WriteReq {
+            kind: WriteKind::One(b),
+            peer: self.peer,
+            done: None,
+        };
+        self.inner.tx.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::QueueFull { session: self.id() },
+            mpsc::error::TrySendError::Closed(_) => Error::SessionClosed(self.id()),
+        })?;
+        Ok(n)
+    }
+
     /// Writes raw bytes as they are, bypassing the Writer.
     pub async fn write_bytes(&self, b: Bytes, timeout: Option<Duration>) -> Result<usize> {
         let n = b.len();
