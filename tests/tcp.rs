@@ -9,8 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use getty::core::{
-    AttrKey, ClientBuilder, ClientState, Server, Error, EventListener, LengthPrefixed, ServerBuilder, Session, SessionConfig,
-    SessionOptions, SocketOptions, TaskPool, TokioCodec, new_session,
+    AttrKey, ClientBuilder, ClientState, Error, EventListener, LengthPrefixed, Server,
+    ServerBuilder, Session, SessionConfig, SessionOptions, SocketOptions, TaskPool, TokioCodec,
+    new_session,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,9 +23,14 @@ fn opts() -> SessionOptions {
     }
 }
 
-async fn echo_server(o: SessionOptions) -> (Server<Bytes>, tokio::sync::mpsc::UnboundedReceiver<Ev>) {
+async fn echo_server(
+    o: SessionOptions,
+) -> (Server<Bytes>, tokio::sync::mpsc::UnboundedReceiver<Ev>) {
     let (l, rx) = recorder(true);
-    let s = ServerBuilder::new("127.0.0.1:0").serve_tcp(setup(l, o)).await.unwrap();
+    let s = ServerBuilder::new("127.0.0.1:0")
+        .serve_tcp(setup(l, o))
+        .await
+        .unwrap();
     (s, rx)
 }
 
@@ -45,16 +51,32 @@ async fn random_port_open_echo_and_close_events() {
         .connect_tcp(setup(cl, opts()))
         .unwrap();
     client.ready().await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
-    let Ev::Open(cid) = next(&mut crx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
+    let Ev::Open(cid) = next(&mut crx).await else {
+        panic!()
+    };
     let s = client.session().unwrap();
     assert_eq!(s.id(), cid);
-    let n = s.write_pkg(&Bytes::from_static(b"hello"), None).await.unwrap();
+    let n = s
+        .write_pkg(&Bytes::from_static(b"hello"), None)
+        .await
+        .unwrap();
     assert_eq!(n, 9, "4-byte header + 5-byte body");
-    assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::from_static(b"hello")));
-    assert_eq!(next(&mut crx).await, Ev::Msg(cid, Bytes::from_static(b"hello")));
+    assert_eq!(
+        next(&mut srx).await,
+        Ev::Msg(sid, Bytes::from_static(b"hello"))
+    );
+    assert_eq!(
+        next(&mut crx).await,
+        Ev::Msg(cid, Bytes::from_static(b"hello"))
+    );
     let st = s.stats();
-    assert_eq!((st.write_bytes, st.write_pkgs, st.read_pkgs, st.read_bytes), (9, 1, 1, 9));
+    assert_eq!(
+        (st.write_bytes, st.write_pkgs, st.read_pkgs, st.read_bytes),
+        (9, 1, 1, 9)
+    );
     assert!(s.stat().contains("write bytes: 9"), "{}", s.stat());
     assert!(s.stat().contains("TCP_CLIENT"), "{}", s.stat());
     assert_eq!(srv.session_count(), 1);
@@ -76,7 +98,9 @@ async fn framing_many_in_one_read_split_and_larger_than_read_buffer() {
     };
     let (srv, mut srx) = echo_server(o).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     // three packages in one write
     let mut all = Vec::new();
     for b in [&b"a"[..], b"bb", b"ccc"] {
@@ -84,7 +108,10 @@ async fn framing_many_in_one_read_split_and_larger_than_read_buffer() {
     }
     c.write_all(&all).await.unwrap();
     for b in [&b"a"[..], b"bb", b"ccc"] {
-        assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::copy_from_slice(b)));
+        assert_eq!(
+            next(&mut srx).await,
+            Ev::Msg(sid, Bytes::copy_from_slice(b))
+        );
     }
     // one package a byte at a time
     for byte in frame(b"split") {
@@ -92,14 +119,20 @@ async fn framing_many_in_one_read_split_and_larger_than_read_buffer() {
         c.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::from_static(b"split")));
+    assert_eq!(
+        next(&mut srx).await,
+        Ev::Msg(sid, Bytes::from_static(b"split"))
+    );
     // a package 100x the read buffer, followed by a small one in the same write
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let mut w = frame(&big);
     w.extend(frame(b"tail"));
     c.write_all(&w).await.unwrap();
     assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::from(big.clone())));
-    assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::from_static(b"tail")));
+    assert_eq!(
+        next(&mut srx).await,
+        Ev::Msg(sid, Bytes::from_static(b"tail"))
+    );
     // the echoes come back intact and in order
     for b in [&b"a"[..], b"bb", b"ccc", b"split", &big, b"tail"] {
         assert_eq!(read_frame(&mut c).await, b);
@@ -115,7 +148,9 @@ async fn over_long_package_closes_before_the_body_arrives() {
     };
     let (srv, mut srx) = echo_server(o).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     // at the limit is fine (4 header + 1020 body = 1024)
     c.write_all(&frame(&[7u8; 1020])).await.unwrap();
     assert!(matches!(next(&mut srx).await, Ev::Msg(id, b) if id == sid && b.len() == 1020));
@@ -145,7 +180,9 @@ async fn many_writers_never_interleave_and_order_is_kept() {
         .unwrap();
     client.ready().await.unwrap();
     let s = client.session().unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     // 8 tasks each send 200 packages of a distinct size and fill byte
     let mut tasks = Vec::new();
     for t in 0..8u8 {
@@ -163,12 +200,20 @@ async fn many_writers_never_interleave_and_order_is_kept() {
     }
     let mut next_i = [0u32; 8];
     for _ in 0..1600 {
-        let Ev::Msg(_, b) = next_non_cron(&mut srx).await else { panic!() };
+        let Ev::Msg(_, b) = next_non_cron(&mut srx).await else {
+            panic!()
+        };
         let t = b[4];
-        assert!(b[4..].iter().all(|&x| x == t), "bytes of two packages interleaved");
+        assert!(
+            b[4..].iter().all(|&x| x == t),
+            "bytes of two packages interleaved"
+        );
         assert_eq!(b.len(), 1000 + t as usize * 37);
         let i = u32::from_be_bytes(b[..4].try_into().unwrap());
-        assert_eq!(i, next_i[t as usize], "packages of one writer arrive in order");
+        assert_eq!(
+            i, next_i[t as usize],
+            "packages of one writer arrive in order"
+        );
         next_i[t as usize] += 1;
     }
     client.close().await;
@@ -184,13 +229,25 @@ async fn write_bytes_and_vectored_array() {
         .unwrap();
     client.ready().await.unwrap();
     let s = client.session().unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
-    let n = s.write_bytes(Bytes::from(frame(b"raw")), None).await.unwrap();
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
+    let n = s
+        .write_bytes(Bytes::from(frame(b"raw")), None)
+        .await
+        .unwrap();
     assert_eq!(n, 7);
-    let bufs = vec![Bytes::from(frame(b"x")), Bytes::from(frame(b"yy")), Bytes::from(frame(b"zzz"))];
+    let bufs = vec![
+        Bytes::from(frame(b"x")),
+        Bytes::from(frame(b"yy")),
+        Bytes::from(frame(b"zzz")),
+    ];
     assert_eq!(s.write_bytes_array(bufs, None).await.unwrap(), 5 + 6 + 7);
     for b in [&b"raw"[..], b"x", b"yy", b"zzz"] {
-        assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::copy_from_slice(b)));
+        assert_eq!(
+            next(&mut srx).await,
+            Ev::Msg(sid, Bytes::copy_from_slice(b))
+        );
     }
     assert_eq!(s.stats().write_pkgs, 4);
     client.close().await;
@@ -220,7 +277,9 @@ async fn reader_error_gives_on_error_then_on_close_once() {
         .await
         .unwrap();
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     c.write_all(b"!!!!").await.unwrap();
     match next(&mut srx).await {
         Ev::Error(id, e) => {
@@ -238,17 +297,27 @@ async fn reader_error_gives_on_error_then_on_close_once() {
 async fn peer_eof_is_a_plain_close_and_a_cut_package_is_an_error() {
     // No echo: unread echoed bytes would turn the client's close into a reset.
     let (l, mut srx) = recorder(false);
-    let srv = ServerBuilder::new("127.0.0.1:0").serve_tcp(setup(l, opts())).await.unwrap();
+    let srv = ServerBuilder::new("127.0.0.1:0")
+        .serve_tcp(setup(l, opts()))
+        .await
+        .unwrap();
     let c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     drop(c);
     assert_eq!(next(&mut srx).await, Ev::Close(sid));
 
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     c.write_all(&frame(b"whole")).await.unwrap();
     c.write_all(&frame(b"cut-off body")[..8]).await.unwrap();
-    assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::from_static(b"whole")));
+    assert_eq!(
+        next(&mut srx).await,
+        Ev::Msg(sid, Bytes::from_static(b"whole"))
+    );
     drop(c);
     match next(&mut srx).await {
         Ev::Error(id, e) => assert!(id == sid && e.contains("unfinished package"), "{e}"),
@@ -261,21 +330,37 @@ async fn peer_eof_is_a_plain_close_and_a_cut_package_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_open_and_new_session_callback_can_reject() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let l: Arc<dyn EventListener<Bytes>> = Arc::new(Recorder { tx, echo: false, reject: true });
-    let srv = ServerBuilder::new("127.0.0.1:0").serve_tcp(setup(l, opts())).await.unwrap();
-    let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let mut b = [0u8; 1];
-    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await.unwrap();
-    assert!(matches!(r, Ok(0) | Err(_)), "rejected connection is closed");
-    srv.close().await;
-    assert!(rx.try_recv().is_err(), "no open, no close for a rejected session");
-
+    let l: Arc<dyn EventListener<Bytes>> = Arc::new(Recorder {
+        tx,
+        echo: false,
+        reject: true,
+    });
     let srv = ServerBuilder::new("127.0.0.1:0")
-        .serve_tcp(new_session(|_c: &mut SessionConfig<Bytes>| Err("no thanks".to_string())))
+        .serve_tcp(setup(l, opts()))
         .await
         .unwrap();
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await.unwrap();
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+        .await
+        .unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "rejected connection is closed");
+    srv.close().await;
+    assert!(
+        rx.try_recv().is_err(),
+        "no open, no close for a rejected session"
+    );
+
+    let srv = ServerBuilder::new("127.0.0.1:0")
+        .serve_tcp(new_session(|_c: &mut SessionConfig<Bytes>| {
+            Err("no thanks".to_string())
+        }))
+        .await
+        .unwrap();
+    let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+        .await
+        .unwrap();
     assert!(matches!(r, Ok(0) | Err(_)));
     assert_eq!(srv.session_count(), 0);
     srv.close().await;
@@ -285,7 +370,9 @@ async fn on_open_and_new_session_callback_can_reject() {
 async fn close_callbacks_replace_in_place_run_in_order_once_and_survive_panics() {
     let (srv, mut srx) = echo_server(opts()).await;
     let _c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     let s = srv.sessions().pop().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let add = |h: &str, k: &str, tag: &'static str| {
@@ -305,7 +392,11 @@ async fn close_callbacks_replace_in_place_run_in_order_once_and_survive_panics()
     s.closed().await;
     assert_eq!(*log.lock().unwrap(), vec!["A", "B2", "C"]);
     assert!(!add("h", "late", "L"), "no adds after close");
-    assert_eq!(*log.lock().unwrap(), vec!["A", "B2", "C"], "callbacks run once");
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["A", "B2", "C"],
+        "callbacks run once"
+    );
     srv.close().await;
 }
 
@@ -317,7 +408,9 @@ async fn cron_ticks_each_period_and_stops_after_close() {
     };
     let (srv, mut srx) = echo_server(o).await;
     let _c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     tokio::time::sleep(Duration::from_millis(600)).await;
     let s = srv.sessions().pop().unwrap();
     s.close();
@@ -336,7 +429,10 @@ async fn cron_ticks_each_period_and_stops_after_close() {
         }
     }
     assert!(closed);
-    assert!((6..=13).contains(&crons), "about 11 ticks in 600 ms, got {crons}");
+    assert!(
+        (6..=13).contains(&crons),
+        "about 11 ticks in 600 ms, got {crons}"
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(srx.try_recv().is_err(), "nothing after close");
     srv.close().await;
@@ -346,16 +442,22 @@ async fn cron_ticks_each_period_and_stops_after_close() {
 async fn active_time_moves_on_reads_never_on_writes() {
     let (srv, mut srx) = echo_server(opts()).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     let s = srv.sessions().pop().unwrap();
     let t0 = s.active();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    s.write_pkg(&Bytes::from_static(b"server speaks"), None).await.unwrap();
+    s.write_pkg(&Bytes::from_static(b"server speaks"), None)
+        .await
+        .unwrap();
     assert_eq!(read_frame(&mut c).await, b"server speaks");
     assert_eq!(s.active(), t0, "a write does not move the active time");
     assert!(s.idle() >= Duration::from_millis(50));
     c.write_all(&frame(b"client speaks")).await.unwrap();
-    let Ev::Msg(..) = next(&mut srx).await else { panic!() };
+    let Ev::Msg(..) = next(&mut srx).await else {
+        panic!()
+    };
     assert!(s.active() > t0, "a received package moves it");
     let t1 = s.active();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -372,11 +474,19 @@ async fn read_timeout_is_not_an_idle_timeout_but_stalls_a_partial_package() {
     };
     let (srv, mut srx) = echo_server(o).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!srv.sessions()[0].is_closed(), "idle for 3 read timeouts and still open");
+    assert!(
+        !srv.sessions()[0].is_closed(),
+        "idle for 3 read timeouts and still open"
+    );
     c.write_all(&frame(b"still here")).await.unwrap();
-    assert_eq!(next(&mut srx).await, Ev::Msg(sid, Bytes::from_static(b"still here")));
+    assert_eq!(
+        next(&mut srx).await,
+        Ev::Msg(sid, Bytes::from_static(b"still here"))
+    );
     c.write_all(&frame(b"half")[..5]).await.unwrap();
     match next(&mut srx).await {
         Ev::Error(_, e) => assert!(e.contains("read timeout"), "{e}"),
@@ -391,7 +501,9 @@ async fn attributes_are_typed() {
     const HITS: AttrKey<u32> = AttrKey::new("user"); // same name, other type: another slot
     let (srv, mut srx) = echo_server(opts()).await;
     let _c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     let s = srv.sessions().pop().unwrap();
     assert_eq!(s.attr(&USER), None);
     assert_eq!(s.set_attr(&USER, "ann".to_string()), None);
@@ -417,17 +529,27 @@ async fn session_cap_closes_the_extra_connection() {
         .unwrap();
     let _a = TcpStream::connect(srv.local_addr()).await.unwrap();
     let _b = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
     let mut b = [0u8; 1];
-    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+        .await
+        .unwrap();
     assert!(matches!(r, Ok(0) | Err(_)), "third connection closed");
     assert_eq!(srv.session_count(), 2);
     drop(_a);
-    let Ev::Close(_) = next(&mut srx).await else { panic!() };
+    let Ev::Close(_) = next(&mut srx).await else {
+        panic!()
+    };
     let _d = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     assert_eq!(srv.session_count(), 2);
     srv.close().await;
 }
@@ -436,18 +558,29 @@ async fn session_cap_closes_the_extra_connection() {
 async fn graceful_close_flushes_queued_writes() {
     let (srv, mut srx) = echo_server(opts()).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(_) = next(&mut srx).await else { panic!() };
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
     let s = srv.sessions().pop().unwrap();
     for i in 0..500u32 {
-        s.send_pkg(&Bytes::from(i.to_be_bytes().repeat(250))).await.unwrap();
+        s.send_pkg(&Bytes::from(i.to_be_bytes().repeat(250)))
+            .await
+            .unwrap();
     }
     srv.close().await; // closes the session; queued writes must still go out
     for i in 0..500u32 {
         assert_eq!(read_frame(&mut c).await, i.to_be_bytes().repeat(250));
     }
     let mut rest = Vec::new();
-    assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0, "then a clean EOF");
-    assert!(matches!(s.write_pkg(&Bytes::new(), None).await, Err(Error::SessionClosed(_))));
+    assert_eq!(
+        c.read_to_end(&mut rest).await.unwrap(),
+        0,
+        "then a clean EOF"
+    );
+    assert!(matches!(
+        s.write_pkg(&Bytes::new(), None).await,
+        Err(Error::SessionClosed(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +603,9 @@ async fn back_pressure_bounds_the_queue_and_a_stalled_peer_times_out() {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(8 << 10).unwrap();
     let _c = sock.connect(srv.local_addr()).await.unwrap();
-    let Ev::Open(sid) = next(&mut srx).await else { panic!() };
+    let Ev::Open(sid) = next(&mut srx).await else {
+        panic!()
+    };
     let s = srv.sessions().pop().unwrap();
     let pkg = Bytes::from(vec![1u8; 64 << 10]);
     let mut accepted = 0;
@@ -482,7 +617,10 @@ async fn back_pressure_bounds_the_queue_and_a_stalled_peer_times_out() {
         assert!(accepted < 200, "writes never pushed back");
     };
     assert!(
-        matches!(err, Error::WriteTimeout { .. } | Error::Io { .. } | Error::SessionClosed(_)),
+        matches!(
+            err,
+            Error::WriteTimeout { .. } | Error::Io { .. } | Error::SessionClosed(_)
+        ),
         "{err}"
     );
     // The writer's own socket write times out and ends the session with that error.
@@ -521,14 +659,25 @@ async fn client_reconnects_after_the_server_is_killed_and_restarted() {
             closes += 1;
         }
     }
-    eventually("client notices", || !matches!(client.state(), ClientState::Ready)).await;
+    eventually("client notices", || {
+        !matches!(client.state(), ClientState::Ready)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await; // a few failed attempts while down
     let (l, mut srx2) = recorder(true);
-    let srv2 = ServerBuilder::new(addr.to_string()).serve_tcp(setup(l, opts())).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), client.ready()).await.unwrap().unwrap();
+    let srv2 = ServerBuilder::new(addr.to_string())
+        .serve_tcp(setup(l, opts()))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), client.ready())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(client.session_count(), 3);
     let s = client.session().unwrap();
-    s.write_pkg(&Bytes::from_static(b"back"), None).await.unwrap();
+    s.write_pkg(&Bytes::from_static(b"back"), None)
+        .await
+        .unwrap();
     loop {
         if let Ev::Msg(_, b) = next(&mut srx2).await {
             assert_eq!(b, "back");
@@ -571,8 +720,14 @@ async fn a_server_down_at_start_is_retried_and_the_attempt_limit_is_reported() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(matches!(client.state(), ClientState::Connecting));
     let (l, _srx) = recorder(true);
-    let srv = ServerBuilder::new(addr.to_string()).serve_tcp(setup(l, opts())).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), client.ready()).await.unwrap().unwrap();
+    let srv = ServerBuilder::new(addr.to_string())
+        .serve_tcp(setup(l, opts()))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), client.ready())
+        .await
+        .unwrap()
+        .unwrap();
     client.close().await;
     srv.close().await;
 }
@@ -604,7 +759,11 @@ async fn task_pool_keeps_a_slow_handler_from_stalling_other_sessions() {
     let t = std::time::Instant::now();
     b.write_all(&frame(b"quick")).await.unwrap();
     assert_eq!(read_frame(&mut b).await, b"quick");
-    assert!(t.elapsed() < Duration::from_millis(1000), "quick reply waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "quick reply waited {:?}",
+        t.elapsed()
+    );
     assert_eq!(rx.recv().await.unwrap(), "quick");
     assert_eq!(read_frame(&mut a).await, b"slow");
     srv.close().await;
@@ -652,12 +811,17 @@ async fn a_panicking_handler_closes_only_its_session() {
         }
     }
     let l = Arc::new(Boom(AtomicUsize::new(0)));
-    let srv = ServerBuilder::new("127.0.0.1:0").serve_tcp(setup(l.clone(), opts())).await.unwrap();
+    let srv = ServerBuilder::new("127.0.0.1:0")
+        .serve_tcp(setup(l.clone(), opts()))
+        .await
+        .unwrap();
     let mut a = TcpStream::connect(srv.local_addr()).await.unwrap();
     let mut b = TcpStream::connect(srv.local_addr()).await.unwrap();
     a.write_all(&frame(b"panic")).await.unwrap();
     let mut buf = [0u8; 1];
-    let r = tokio::time::timeout(Duration::from_secs(5), a.read(&mut buf)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), a.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(r, Ok(0) | Err(_)));
     b.write_all(&frame(b"fine")).await.unwrap();
     assert_eq!(read_frame(&mut b).await, b"fine");

@@ -242,8 +242,7 @@ impl<P: Send + 'static> Client<P> {
     pub async fn state_changed(&self) -> ClientState {
         let mut rx = self.state.clone();
         let _ = rx.changed().await;
-        let s = rx.borrow().clone();
-        s
+        rx.borrow().clone()
     }
     pub fn session_count(&self) -> usize {
         self.shared.sessions.len()

@@ -33,6 +33,8 @@ impl From<io::Error> for CodecError {
 pub enum Error {
     #[error("session {0} is closed")]
     SessionClosed(u64),
+    #[error("session {session} closed: {reason}")]
+    Closed { session: u64, reason: String },
     #[error("session {session}: package of {len} bytes exceeds the max message length {max}")]
     TooLong {
         session: u64,

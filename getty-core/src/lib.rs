@@ -9,10 +9,15 @@
 //! - [`config`]: [`SessionConfig`], what the new-session callback sets per connection.
 //! - [`options`]: session and socket options.
 //! - [`server`] and [`client`]: endpoints with an accept loop, or N connections kept alive with
-//!   reconnect and back-off.
+//!   reconnect and back-off. The transports add their constructors to the same builders:
+//!   `serve_tcp`/`connect_tcp` here, and in their own modules:
+//!   - [`tls`]: TCP+TLS (`serve_tls`/`connect_tls`) and the TLS configs, from PEM or rustls;
+//!   - [`ws`]: WebSocket, plain and over TLS (`serve_ws`/`serve_wss`, `connect_ws`/`connect_wss`);
+//!   - [`udp`]: [`UdpEndpoint`] (one socket, one session, every peer) and [`UdpClient`].
 //! - [`pool`]: the optional [`TaskPool`] for handlers.
 //! - `driver` (internal): the session task and the writer task, shared by every transport;
-//!   `stream` is the TCP transport under it.
+//!   `stream` is the byte-stream transport under it (TCP and TLS); `ws` and `udp` are the
+//!   message transports.
 //! - [`error`]: typed errors.
 
 pub mod attributes;
@@ -32,7 +37,10 @@ pub mod session;
 mod sessions;
 pub mod stats;
 mod stream;
+pub mod tls;
 pub mod tokio_codec;
+pub mod udp;
+pub mod ws;
 
 pub use attributes::AttrKey;
 pub use client::{Client, ClientBuilder, ClientState};
@@ -47,4 +55,6 @@ pub use pool::TaskPool;
 pub use server::{Server, ServerBuilder};
 pub use session::Session;
 pub use stats::StatsSnapshot;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use tokio_codec::TokioCodec;
+pub use udp::{UdpClient, UdpEndpoint};

@@ -274,7 +274,9 @@ async fn accept_loop<P: Send + 'static, A: Acceptor>(
                 session_opts,
             );
             let id = cfg.id();
-            match driver::open(cfg, &new_session, source, sink, false, |s| shared.sessions.insert(s.clone())) {
+            match driver::open(cfg, &new_session, source, sink, false, |s| {
+                shared.sessions.insert(s.clone())
+            }) {
                 Ok(opened) => {
                     let session = opened.session.clone();
                     if shared.closing.is_cancelled() {

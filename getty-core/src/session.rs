@@ -192,6 +192,14 @@ impl<P: Send + 'static> Session<P> {
     pub async fn closed(&self) {
         self.inner.finished.cancelled().await
     }
+    /// Closes and reports `reason` to `on_error` (for closes that are failures, such as a
+    /// peer that stopped answering heartbeats).
+    pub fn close_with_reason(&self, reason: impl Into<String>) {
+        self.fail(Error::Closed {
+            session: self.id(),
+            reason: reason.into(),
+        });
+    }
     /// Closes with an error that `on_error` will receive (if it is the first).
     pub(crate) fn fail(&self, err: Error) {
         {

@@ -1,1 +1,46 @@
-//! Bidirectional RPC over getty-core sessions (protocol and peers land with issue 4).
+//! getty-rpc: bidirectional RPC over getty-core sessions.
+//!
+//! Either end of a connection may call the other: both peers send Requests and OneWays, and
+//! answer the ones they receive. The bytes on the wire are specified, language-neutrally, in
+//! `PROTOCOL.md` next to this crate's `Cargo.toml`; the code below implements that file.
+//!
+//! Map of the crate (bottom up):
+//! - [`status`]: [`Status`], the `u16` outcome a Response carries, plus the two codes that are
+//!   only reported locally (`CONNECTION_CLOSED`, `TIMEOUT`).
+//! - [`frame`]: the wire format, sans-io (bytes in, bytes out, no sockets): [`Frame`] and its
+//!   constructors, [`frame::encode`], [`frame::decode`], [`frame::peek_header`], and
+//!   [`FrameCodec`], the getty-core `Reader`/`Writer` that puts frames on a session.
+//! - [`error`]: [`RpcError`], a status and a message: what every failed call returns.
+//! - [`body`]: how typed messages become bodies per codec ([`Json`] for serde types, [`Prost`]
+//!   for prost messages over Protobuf and JSON).
+//! - [`router`]: [`Router`], the services a peer serves; [`context`]: [`Context`], what a
+//!   handler knows (the calling peer, deadline, metadata).
+//! - [`peer`]: [`Peer`], the handle to call the other end of one connection, and the pending
+//!   calls it matches replies to.
+//! - `connection` (internal): the protocol on one connection, as a getty-core event listener.
+//! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
+//! - [`options`]: [`RpcOptions`] (timeouts, in-flight limit, heartbeats, frame limit).
+
+pub mod body;
+pub mod client;
+mod connection;
+pub mod context;
+pub mod error;
+pub mod frame;
+pub mod options;
+pub mod peer;
+pub mod router;
+pub mod server;
+pub mod status;
+
+pub use body::{BodyCodec, Json, Prost};
+pub use client::RpcClient;
+pub use connection::OnPeer;
+pub use context::Context;
+pub use error::RpcError;
+pub use frame::{CodecId, Frame, FrameCodec, FrameError, Kind};
+pub use options::RpcOptions;
+pub use peer::{CallOptions, Peer, PeerStats, PendingCall};
+pub use router::{Handler, MethodInfo, Router};
+pub use server::RpcServer;
+pub use status::Status;

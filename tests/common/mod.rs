@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use getty::core::{EventListener, LengthPrefixed, Session, SessionConfig, SessionOptions, new_session};
+use getty::core::{
+    EventListener, LengthPrefixed, Session, SessionConfig, SessionOptions, new_session,
+};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +53,14 @@ impl EventListener<Bytes> for Recorder {
 
 pub fn recorder(echo: bool) -> (Arc<Recorder>, mpsc::UnboundedReceiver<Ev>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Arc::new(Recorder { tx, echo, reject: false }), rx)
+    (
+        Arc::new(Recorder {
+            tx,
+            echo,
+            reject: false,
+        }),
+        rx,
+    )
 }
 
 /// A new-session callback using length-prefixed framing, the given listener and options.
@@ -94,7 +103,10 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let t = tokio::time::Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(5), "timed out waiting for: {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,0 +1,48 @@
+//! Settings shared by both ends of an RPC connection.
+
+use std::time::Duration;
+
+use getty_core::SessionOptions;
+
+use crate::frame::DEFAULT_MAX_FRAME;
+
+/// RPC behaviour of each connection of a server or client.
+#[derive(Clone, Debug)]
+pub struct RpcOptions {
+    /// Timeout of a two-way call unless the call sets its own.
+    pub default_timeout: Duration,
+    /// Requests served at once per connection; more are answered `OVERLOADED` at once.
+    pub max_inflight: usize,
+    /// Largest frame accepted or sent (header, meta and body).
+    pub max_frame: usize,
+    /// A Ping goes out every period (the session's cron period).
+    pub heartbeat_period: Duration,
+    /// A peer silent for this many periods (not even a Pong) is closed.
+    pub heartbeat_misses: u32,
+    /// Everything else about the sessions; `cron_period` and `max_msg_len` are set from the
+    /// fields above.
+    pub session: SessionOptions,
+}
+
+impl Default for RpcOptions {
+    fn default() -> Self {
+        RpcOptions {
+            default_timeout: Duration::from_secs(10),
+            max_inflight: 4096,
+            max_frame: DEFAULT_MAX_FRAME,
+            heartbeat_period: Duration::from_secs(10),
+            heartbeat_misses: 3,
+            session: SessionOptions::default(),
+        }
+    }
+}
+
+impl RpcOptions {
+    pub(crate) fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            cron_period: self.heartbeat_period,
+            max_msg_len: self.max_frame,
+            ..self.session.clone()
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `RpcServer`: a getty-core server (any transport) whose sessions speak getty-rpc.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use getty_core::{NewSessionCallback, Server, SessionConfig, new_session};
+
+use crate::connection::{OnPeer, PeerSet, RpcConnection};
+use crate::frame::{Frame, FrameCodec};
+use crate::options::RpcOptions;
+use crate::peer::{ConnState, Peer};
+use crate::router::Router;
+
+/// The new-session callback that makes a getty-core session an RPC connection. Used by
+/// [`RpcServer`] and [`crate::RpcClient`]; exposed for endpoints built by hand.
+pub(crate) fn rpc_sessions(
+    router: Arc<Router>,
+    opts: Arc<RpcOptions>,
+    peers: Arc<PeerSet>,
+    on_peer: Option<OnPeer>,
+) -> NewSessionCallback<Frame> {
+    let codec = Arc::new(FrameCodec::new(opts.max_frame));
+    let session_opts = opts.session_options();
+    new_session(move |c: &mut SessionConfig<Frame>| {
+        let conn = RpcConnection {
+            state: Arc::new(ConnState::new(router.clone(), opts.clone())),
+            peers: peers.clone(),
+            on_peer: on_peer.clone(),
+        };
+        c.set_name("rpc")
+            .set_options(session_opts.clone())
+            .set_pkg_handler(codec.clone())
+            .set_event_listener(Arc::new(conn));
+        Ok(())
+    })
+}
+
+/// An RPC server: serves its router to every connection and can call each connected peer.
+pub struct RpcServer {
+    core: Server<Frame>,
+    peers: Arc<PeerSet>,
+}
+
+impl RpcServer {
+    /// Starts a server on any transport: `serve` gets the session callback and starts the
+    /// getty-core server, e.g. `|cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)`.
+    pub async fn start<F, Fut>(
+        router: Router,
+        opts: RpcOptions,
+        serve: F,
+    ) -> getty_core::Result<RpcServer>
+    where
+        F: FnOnce(NewSessionCallback<Frame>) -> Fut,
+        Fut: Future<Output = getty_core::Result<Server<Frame>>>,
+    {
+        Self::start_with(router, opts, None, serve).await
+    }
+
+    /// As [`RpcServer::start`], calling `on_peer` for every new connection.
+    pub async fn start_with<F, Fut>(
+        router: Router,
+        opts: RpcOptions,
+        on_peer: Option<OnPeer>,
+        serve: F,
+    ) -> getty_core::Result<RpcServer>
+    where
+        F: FnOnce(NewSessionCallback<Frame>) -> Fut,
+        Fut: Future<Output = getty_core::Result<Server<Frame>>>,
+    {
+        let peers = Arc::new(PeerSet::default());
+        let cb = rpc_sessions(Arc::new(router), Arc::new(opts), peers.clone(), on_peer);
+        let core = serve(cb).await?;
+        Ok(RpcServer { core, peers })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.core.local_addr()
+    }
+    /// Every connected peer (each can be called: server-to-client calls).
+    pub fn peers(&self) -> Vec<Peer> {
+        self.peers.all()
+    }
+    pub fn peer(&self, id: u64) -> Option<Peer> {
+        self.peers.get(id)
+    }
+    pub fn core(&self) -> &Server<Frame> {
+        &self.core
+    }
+    /// Stops accepting, closes every connection (pending calls fail) and waits.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, as CI does: on a fresh Debian 12 with only Rust installed it
+# installs what the tests need, starts the real servers they use on loopback, and stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -x scripts/servers.sh ]; then
+  scripts/servers.sh up
+  trap 'scripts/servers.sh down' EXIT
+fi
+
+cargo test --workspace --all-features
