@@ -368,7 +368,7 @@ fn header<'a>(req: &'a httparse::Request<'_, '_>, name: &str) -> Option<&'a str>
         .map(str::trim)
 }
 
-fn request_path<'a>(target: &'a str) -> &'a str {
+fn request_path(target: &str) -> &str {
     target.split(['?', '#']).next().unwrap_or(target)
 }
 
@@ -457,6 +457,8 @@ impl<L: ServerLayer> Acceptor for WsAcceptor<L> {
             }
         };
         let path = self.path.clone();
+        // The error type is tungstenite's callback contract.
+        #[allow(clippy::result_large_err)]
         let check_path = move |req: &Request, resp: Response| {
             if req.uri().path() == &*path {
                 Ok(resp)
