@@ -11,10 +11,14 @@ use getty::rpc::{Context, Router, RpcClient, RpcError, RpcOptions, RpcServer};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The provider serves `demo.Greeter`; its handler calls back the caller's own service.
     let mut provider = Router::new();
-    provider.add_json("demo.Greeter", "Hello", |ctx: Context, name: String| async move {
-        let mood: String = ctx.peer().call_json("demo.Consumer", "Mood", &name).await?;
-        Ok::<_, RpcError>(format!("hello {name}, you said you feel {mood}"))
-    });
+    provider.add_json(
+        "demo.Greeter",
+        "Hello",
+        |ctx: Context, name: String| async move {
+            let mood: String = ctx.peer().call_json("demo.Consumer", "Mood", &name).await?;
+            Ok::<_, RpcError>(format!("hello {name}, you said you feel {mood}"))
+        },
+    );
     let server = RpcServer::start(provider, RpcOptions::default(), |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
     })
@@ -23,20 +27,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The consumer serves `demo.Consumer` on the connection it opens.
     let mut consumer = Router::new();
-    consumer.add_json("demo.Consumer", "Mood", |_ctx: Context, name: String| async move {
-        println!("  consumer: the provider asks how {name} feels");
-        Ok::<_, RpcError>("great".to_string())
-    });
+    consumer.add_json(
+        "demo.Consumer",
+        "Mood",
+        |_ctx: Context, name: String| async move {
+            println!("  consumer: the provider asks how {name} feels");
+            Ok::<_, RpcError>("great".to_string())
+        },
+    );
     let addr = server.local_addr().to_string();
-    let client = RpcClient::start(consumer, RpcOptions::default(), |cb| ClientBuilder::new(addr).connect_tcp(cb))?;
+    let client = RpcClient::start(consumer, RpcOptions::default(), |cb| {
+        ClientBuilder::new(addr).connect_tcp(cb)
+    })?;
     client.ready().await?;
 
-    let reply: String = client.peer()?.call_json("demo.Greeter", "Hello", &"ann".to_string()).await?;
+    let reply: String = client
+        .peer()?
+        .call_json("demo.Greeter", "Hello", &"ann".to_string())
+        .await?;
     println!("consumer got: {reply}");
 
     // And the provider calls the consumer directly, on the same connection.
     let peer = server.peers().pop().ok_or("no consumer connected")?;
-    let mood: String = peer.call_json("demo.Consumer", "Mood", &"the provider".to_string()).await?;
+    let mood: String = peer
+        .call_json("demo.Consumer", "Mood", &"the provider".to_string())
+        .await?;
     println!("provider got: {mood}");
 
     client.close().await;

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use getty::core::{ClientBuilder, ServerBuilder};
-use getty::rpc::{CallOptions, Context, Json, OnPeer, Peer, Router, RpcClient, RpcError, RpcOptions, RpcServer};
+use getty::rpc::{
+    CallOptions, Context, Json, OnPeer, Peer, Router, RpcClient, RpcError, RpcOptions, RpcServer,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -43,7 +45,12 @@ fn room(members: Arc<Members>) -> Router {
             for p in members.live() {
                 // A two-way call from server to client: the member acknowledges delivery.
                 let ok: Result<bool, RpcError> = p
-                    .call::<Json, _, _>("chat.Client", "Deliver", &line, CallOptions::new().timeout(Duration::from_secs(2)))
+                    .call::<Json, _, _>(
+                        "chat.Client",
+                        "Deliver",
+                        &line,
+                        CallOptions::new().timeout(Duration::from_secs(2)),
+                    )
                     .await;
                 if ok.unwrap_or(false) {
                     delivered += 1;
@@ -57,23 +64,33 @@ fn room(members: Arc<Members>) -> Router {
 
 fn member(name: String, seen: mpsc::UnboundedSender<String>) -> Router {
     let mut r = Router::new();
-    r.add_json("chat.Client", "Deliver", move |_ctx: Context, line: Line| {
-        let (name, seen) = (name.clone(), seen.clone());
-        async move {
-            let msg = format!("[{name}] {}: {}", line.from, line.text);
-            println!("{msg}");
-            let _ = seen.send(msg);
-            Ok(true)
-        }
-    });
+    r.add_json(
+        "chat.Client",
+        "Deliver",
+        move |_ctx: Context, line: Line| {
+            let (name, seen) = (name.clone(), seen.clone());
+            async move {
+                let msg = format!("[{name}] {}: {}", line.from, line.text);
+                println!("{msg}");
+                let _ = seen.send(msg);
+                Ok(true)
+            }
+        },
+    );
     r
 }
 
-async fn join(addr: &str, name: &str, seen: mpsc::UnboundedSender<String>) -> Result<RpcClient, Box<dyn std::error::Error>> {
+async fn join(
+    addr: &str,
+    name: &str,
+    seen: mpsc::UnboundedSender<String>,
+) -> Result<RpcClient, Box<dyn std::error::Error>> {
     let a = addr.to_string();
-    let c = RpcClient::start(member(name.to_string(), seen), RpcOptions::default(), |cb| {
-        ClientBuilder::new(a).connect_tcp(cb)
-    })?;
+    let c = RpcClient::start(
+        member(name.to_string(), seen),
+        RpcOptions::default(),
+        |cb| ClientBuilder::new(a).connect_tcp(cb),
+    )?;
     c.ready().await?;
     Ok(c)
 }
@@ -102,7 +119,10 @@ async fn serve(addr: &str) -> Result<RpcServer, Box<dyn std::error::Error>> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:7100".into());
+    let addr = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:7100".into());
     match args.first().map(String::as_str) {
         Some("server") => {
             let srv = serve(&addr).await?;
@@ -113,7 +133,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let name = args.get(2).cloned().unwrap_or_else(|| "guest".into());
             let (tx, _rx) = mpsc::unbounded_channel();
             let c = join(&addr, &name, tx).await?;
-            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+            let mut lines =
+                tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
             while let Some(l) = lines.next_line().await? {
                 println!("delivered to {} members", say(&c, &name, &l).await?);
             }
@@ -134,7 +155,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..9 {
                 tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
             }
-            println!("9 deliveries: each line reached all three members through server-to-client calls");
+            println!(
+                "9 deliveries: each line reached all three members through server-to-client calls"
+            );
             for (_, c) in clients {
                 c.close().await;
             }

@@ -32,14 +32,21 @@ struct EchoReply {
 
 async fn server(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut r = Router::new();
-    r.add_prost("echo.Echo", "Echo", |ctx: Context, req: EchoRequest| async move {
-        Ok(EchoReply {
-            text: req.text,
-            codec: ctx.codec().to_string(),
-        })
-    });
+    r.add_prost(
+        "echo.Echo",
+        "Echo",
+        |ctx: Context, req: EchoRequest| async move {
+            Ok(EchoReply {
+                text: req.text,
+                codec: ctx.codec().to_string(),
+            })
+        },
+    );
     let a = addr.to_string();
-    let srv = RpcServer::start(r, RpcOptions::default(), |cb| ServerBuilder::new(a).serve_tcp(cb)).await?;
+    let srv = RpcServer::start(r, RpcOptions::default(), |cb| {
+        ServerBuilder::new(a).serve_tcp(cb)
+    })
+    .await?;
     // The parent process reads this line to learn the port.
     println!("listening {}", srv.local_addr());
     tokio::signal::ctrl_c().await?;
@@ -49,7 +56,9 @@ async fn server(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn client(addr: &str, codecs: &[CodecId]) -> Result<(), Box<dyn std::error::Error>> {
     let a = addr.to_string();
-    let c = RpcClient::start(Router::new(), RpcOptions::default(), |cb| ClientBuilder::new(a).connect_tcp(cb))?;
+    let c = RpcClient::start(Router::new(), RpcOptions::default(), |cb| {
+        ClientBuilder::new(a).connect_tcp(cb)
+    })?;
     c.ready().await?;
     for &codec in codecs {
         let req = EchoRequest {
@@ -59,7 +68,10 @@ async fn client(addr: &str, codecs: &[CodecId]) -> Result<(), Box<dyn std::error
             .peer()?
             .call::<Prost, _, _>("echo.Echo", "Echo", &req, CallOptions::new().codec(codec))
             .await?;
-        println!("client: sent {:?}, got {:?} (server decoded {})", req.text, reply.text, reply.codec);
+        println!(
+            "client: sent {:?}, got {:?} (server decoded {})",
+            req.text, reply.text, reply.codec
+        );
         assert_eq!(reply.text, req.text);
     }
     c.close().await;
@@ -69,7 +81,10 @@ async fn client(addr: &str, codecs: &[CodecId]) -> Result<(), Box<dyn std::error
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:7200".into());
+    let addr = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:7200".into());
     match args.first().map(String::as_str) {
         Some("server") => server(&addr).await,
         Some("client") => {
@@ -91,7 +106,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let out = child.stdout.take().ok_or("no stdout")?;
             let mut lines = BufReader::new(out).lines();
             let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await??;
-            let addr = line.and_then(|l| l.strip_prefix("listening ").map(str::to_string)).ok_or("server did not start")?;
+            let addr = line
+                .and_then(|l| l.strip_prefix("listening ").map(str::to_string))
+                .ok_or("server did not start")?;
             println!("server process {} on {addr}", child.id().unwrap_or(0));
             client(&addr, &[CodecId::Json, CodecId::Protobuf]).await?;
             child.kill().await?;

@@ -1,1 +1,193 @@
-//! Service registry: publish and discover endpoints (lands with issue 6).
+//! Service registry for getty-rs: publish endpoints and discover them.
+//!
+//! A provider [`register`](Registry::register)s a [`ServiceInstance`] and keeps the returned
+//! [`Registration`] alive; a consumer [`discover`](Registry::discover)s or
+//! [`watch`](Registry::watch)es a [`Query`], or keeps a live [`Directory`] and picks an instance
+//! per call with a [`balance::Balancer`]. The crate is standalone (no RPC dependency).
+//!
+//! # Backends, selected by URL ([`connect`])
+//!
+//! | URL | backend | cargo feature |
+//! |---|---|---|
+//! | `memory://` or `memory://NAME` | in-process store shared by every `memory://NAME` registry of the process (no server) | — (default) |
+//! | `static://host:port[,host:port…]?service=NAME[&version=V][&group=G][&transport=tcp\|tls\|ws\|wss][&codec=a,b][&weight=N]` | fixed list; **`register` fails with [`Error::Unsupported`]** (read-only) | — (default) |
+//! | `etcd://host:port[,host:port…][/root][?ttl=SECS]` | etcd v3, keys under a lease (TTL default 10 s) | `etcd` |
+//! | `zookeeper://host:port[,host:port…][/root][?ttl=SECS]` (also `zk://`) | ZooKeeper, ephemeral nodes (session timeout = `ttl`, default 10 s) | `zookeeper` |
+//!
+//! The root defaults to `/getty`. A URL naming a backend whose feature is off yields
+//! [`Error::FeatureDisabled`]. etcd also accepts `timeout=SECS` (per-request timeout, default 5 s);
+//! ZooKeeper accepts `timeout=SECS` too (how long a call waits for a session, default 10 s).
+//!
+//! # Storage layout (etcd and ZooKeeper)
+//!
+//! Each path component is escaped with [`escape_component`]: bytes outside `[A-Za-z0-9._-]` become
+//! `%XX`, the empty string becomes `~`, and `.`/`..` become `%2E`/`%2E%2E`. With
+//! `S`, `G`, `V`, `ID` the escaped service, group, version and instance id:
+//!
+//! * **etcd:** key `{root}/S/G/V/ID`, value = the instance as JSON, attached to a lease of the
+//!   registration (one lease per registration).
+//! * **ZooKeeper:** persistent (empty) parent nodes `{root}/S/G/V`, and an **ephemeral** child
+//!   node `ID` whose data is the instance as JSON.
+//!
+//! JSON example (`serde_json` of [`ServiceInstance`]):
+//! `{"service":"Echo","version":"v1","group":"bj","codecs":["json"],"transport":"tcp","address":"10.0.0.1:8000","weight":100,"metadata":{},"instance_id":"node-1"}`
+//!
+//! # Guarantees (and the Go getty defects they avoid)
+//!
+//! * **Registrations heal themselves.** etcd: the lease is kept alive (every TTL/3); when the
+//!   lease is lost (expired, revoked, etcd restarted with another data dir) the keeper grants a
+//!   new lease and puts the key again, retrying with back-off (100 ms doubling to 5 s) until
+//!   deregistered. ZooKeeper: after the session expires a new session is opened and the ephemeral
+//!   node re-created; a node deleted behind our back, or still owned by our previous (expiring)
+//!   session, is replaced.
+//! * **Explicit and on-drop deregistration.** [`Registration::deregister`] removes the instance
+//!   now; dropping the handle removes it in the background (best effort), and a crashed process
+//!   disappears when its lease TTL / session timeout runs out. A deregistration only removes the
+//!   key if it still belongs to this registration (same lease / same session).
+//! * **Watches lose nothing.** The first event is a full [`Event::Snapshot`]; etcd watches start at
+//!   the snapshot's revision + 1 and resume after errors from the last seen revision (after a
+//!   compaction or a data loss they re-list and emit the differences); ZooKeeper arms a persistent
+//!   recursive watch *before* listing, re-reads each changed node, and re-lists and diffs after a
+//!   reconnect or a new session. Every event batch is de-duplicated against the last view, so
+//!   `Added`/`Updated`/`Removed` are exact (no duplicates like Go getty's "append on update").
+//! * **Outages never empty a consumer's view.** See [`Directory`].
+//! * **Multiple addresses:** clients retry until one server answers.
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use getty_registry::{connect, Query, ServiceInstance, Event};
+//!
+//! let registry = connect("memory://doc-example").await?;
+//! let mut watch = registry.watch(&Query::new("Echo")).await?;
+//! assert_eq!(watch.next().await, Some(Event::Snapshot(vec![])));
+//!
+//! let reg = registry.register(ServiceInstance::new("Echo", "127.0.0.1:8000").with_version("v1")).await?;
+//! assert!(matches!(watch.next().await, Some(Event::Added(_))));
+//! assert_eq!(registry.discover(&Query::new("Echo").with_version("v1")).await?.len(), 1);
+//!
+//! reg.deregister().await?;
+//! assert!(matches!(watch.next().await, Some(Event::Removed(_))));
+//! # Ok::<(), getty_registry::Error>(()) }).unwrap();
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod balance;
+mod directory;
+mod error;
+pub mod memory;
+mod model;
+mod registry;
+pub mod static_list;
+mod url;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "zookeeper")]
+pub mod zk;
+
+use std::sync::Arc;
+
+pub use balance::{Balancer, LoadBalancer, Strategy};
+pub use directory::Directory;
+pub use error::{Error, Result};
+pub use model::{
+    DEFAULT_WEIGHT, Event, Query, ServiceInstance, Transport, escape_component,
+    generate_instance_id, unescape_component,
+};
+pub use registry::{BoxFuture, Registration, Registry, Watch};
+pub use url::RegistryUrl;
+
+/// Default root path of the etcd and ZooKeeper backends.
+pub const DEFAULT_ROOT: &str = "/getty";
+
+/// Default lease TTL (etcd) and session timeout (ZooKeeper).
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the registry named by `url` (see the [crate docs](crate) for the URL forms).
+///
+/// For etcd and ZooKeeper this does not wait for the server: the first call that needs it does
+/// (and fails with [`Error::Unavailable`] when it cannot be reached in time). Must be called inside
+/// a Tokio runtime for the etcd and ZooKeeper backends.
+pub async fn connect(url: &str) -> Result<Arc<dyn Registry>> {
+    let parsed = RegistryUrl::parse(url)?;
+    match parsed.scheme.as_str() {
+        "memory" => {
+            parsed.only_params(&[])?;
+            if !parsed.path.is_empty() || parsed.hosts.len() > 1 {
+                return Err(parsed.error("use memory:// or memory://NAME"));
+            }
+            let name = parsed.hosts.first().map(String::as_str).unwrap_or("");
+            Ok(Arc::new(memory::MemoryRegistry::named(name)))
+        }
+        "static" => Ok(Arc::new(static_list::StaticRegistry::from_url(&parsed)?)),
+        "etcd" => {
+            #[cfg(feature = "etcd")]
+            {
+                Ok(Arc::new(etcd::EtcdRegistry::from_url(&parsed).await?))
+            }
+            #[cfg(not(feature = "etcd"))]
+            {
+                Err(Error::FeatureDisabled("etcd"))
+            }
+        }
+        "zookeeper" | "zk" => {
+            #[cfg(feature = "zookeeper")]
+            {
+                Ok(Arc::new(zk::ZkRegistry::from_url(&parsed)?))
+            }
+            #[cfg(not(feature = "zookeeper"))]
+            {
+                Err(Error::FeatureDisabled("zookeeper"))
+            }
+        }
+        other => Err(parsed.error(format!(
+            "unknown scheme {other:?} (memory, static, etcd, zookeeper)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_by_url() {
+        assert_eq!(connect("memory://").await.unwrap().kind(), "memory");
+        assert_eq!(connect("memory://ns1").await.unwrap().kind(), "memory");
+        assert_eq!(
+            connect("static://a:1?service=s").await.unwrap().kind(),
+            "static"
+        );
+        assert!(matches!(
+            connect("bogus://x").await,
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(connect("memory://a/b").await.is_err());
+        #[cfg(not(feature = "etcd"))]
+        assert!(matches!(
+            connect("etcd://127.0.0.1:1/x").await,
+            Err(Error::FeatureDisabled("etcd"))
+        ));
+        #[cfg(not(feature = "zookeeper"))]
+        assert!(matches!(
+            connect("zookeeper://127.0.0.1:1/x").await,
+            Err(Error::FeatureDisabled("zookeeper"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_namespaces_are_shared_by_name() {
+        let a = connect("memory://shared-ns-test").await.unwrap();
+        let b = connect("memory://shared-ns-test").await.unwrap();
+        let c = connect("memory://other-ns-test").await.unwrap();
+        let _r = a
+            .register(ServiceInstance::new("svc", "h:1"))
+            .await
+            .unwrap();
+        assert_eq!(b.discover(&Query::new("svc")).await.unwrap().len(), 1);
+        assert!(c.discover(&Query::new("svc")).await.unwrap().is_empty());
+    }
+}

@@ -39,14 +39,28 @@ impl RpcClient {
     where
         F: FnOnce(NewSessionCallback<Frame>) -> getty_core::Result<Client<Frame>>,
     {
+        Self::start_shared(Arc::new(router), Arc::new(opts), on_peer, connect)
+    }
+
+    /// As [`RpcClient::start_with`], sharing one router and options among many clients (a
+    /// cluster keeps one client per instance).
+    pub fn start_shared<F>(
+        router: Arc<Router>,
+        opts: Arc<RpcOptions>,
+        on_peer: Option<OnPeer>,
+        connect: F,
+    ) -> getty_core::Result<RpcClient>
+    where
+        F: FnOnce(NewSessionCallback<Frame>) -> getty_core::Result<Client<Frame>>,
+    {
         let peers = Arc::new(PeerSet::default());
-        let core = connect(rpc_sessions(
-            Arc::new(router),
-            Arc::new(opts),
-            peers.clone(),
-            on_peer,
-        ))?;
+        let core = connect(rpc_sessions(router, opts, peers.clone(), on_peer))?;
         Ok(RpcClient { core, peers })
+    }
+
+    /// Whether at least one connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.peers.all().iter().any(|p| !p.is_closed())
     }
 
     /// Waits until every connection is up (or the client gave up).

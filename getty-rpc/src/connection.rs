@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use getty_core::{EventListener, Session};
 use tracing::Instrument;
 
+use crate::builtin;
 use crate::context::Context;
 use crate::error::RpcError;
 use crate::frame::{Frame, Kind};
@@ -67,6 +68,14 @@ impl RpcConnection {
     fn serve(&self, s: &Session<Frame>, f: Frame) {
         let two_way = f.kind == Kind::Request;
         let seq = f.seq;
+        if f.service == builtin::PEER_SERVICE {
+            if let Some(reply) = builtin::peer_service(&self.state, &f)
+                && two_way
+            {
+                let _ = s.try_send_pkg(&reply);
+            }
+            return;
+        }
         let route = self.state.router.route(&f.service, &f.method);
         if let Some(e) = route_error(&route, &f.service, &f.method) {
             if two_way {
@@ -170,6 +179,10 @@ impl RpcConnection {
 
 impl EventListener<Frame> for RpcConnection {
     fn on_open(&self, s: &Session<Frame>) -> Result<(), String> {
+        if let Some(id) = &self.state.opts.identity {
+            // The first frame on the connection, so the other side knows us before any call.
+            let _ = s.try_send_pkg(&builtin::hello(self.state.next_seq(), id));
+        }
         let peer = self.peer(s);
         self.peers.map().insert(s.id(), peer.clone());
         if let Some(f) = &self.on_peer {

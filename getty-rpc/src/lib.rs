@@ -19,10 +19,16 @@
 //!   calls it matches replies to.
 //! - `connection` (internal): the protocol on one connection, as a getty-core event listener.
 //! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
+//! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
+//!   instances, balances calls, fails over calls that were never sent, drains removed instances.
+//!   Providers publish with [`RpcServer::publish`] and leave with [`RpcServer::shutdown`].
+//! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
 //! - [`options`]: [`RpcOptions`] (timeouts, in-flight limit, heartbeats, frame limit).
 
 pub mod body;
+mod builtin;
 pub mod client;
+pub mod cluster;
 mod connection;
 pub mod context;
 pub mod error;
@@ -35,10 +41,13 @@ pub mod status;
 
 pub use body::{BodyCodec, Json, Prost};
 pub use client::RpcClient;
+pub use cluster::{Cluster, ClusterOptions};
 pub use connection::OnPeer;
 pub use context::Context;
 pub use error::RpcError;
 pub use frame::{CodecId, Frame, FrameCodec, FrameError, Kind};
+/// `#[getty_rpc::service]`: a typed service (server trait + client stub) from a Rust trait.
+pub use getty_rpc_macros::service;
 pub use options::RpcOptions;
 pub use peer::{CallOptions, Peer, PeerStats, PendingCall};
 pub use router::{Handler, MethodInfo, Router};

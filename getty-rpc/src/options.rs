@@ -19,6 +19,10 @@ pub struct RpcOptions {
     pub heartbeat_period: Duration,
     /// A peer silent for this many periods (not even a Pong) is closed.
     pub heartbeat_misses: u32,
+    /// The instance id this end announces on every connection it opens or accepts (a
+    /// `getty.Peer/Hello` one-way frame, sent first), so the other side can find this
+    /// connection by the id it saw in a registry. `None`: say nothing.
+    pub identity: Option<String>,
     /// Everything else about the sessions; `cron_period` and `max_msg_len` are set from the
     /// fields above.
     pub session: SessionOptions,
@@ -32,6 +36,7 @@ impl Default for RpcOptions {
             max_frame: DEFAULT_MAX_FRAME,
             heartbeat_period: Duration::from_secs(10),
             heartbeat_misses: 3,
+            identity: None,
             session: SessionOptions::default(),
         }
     }

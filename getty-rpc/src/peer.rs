@@ -42,6 +42,8 @@ pub(crate) struct ConnState {
     pub(crate) running: Mutex<HashMap<u64, AbortHandle>>,
     pub(crate) inflight: AtomicUsize,
     pub(crate) late_replies: AtomicU64,
+    /// The instance id the other end announced with `getty.Peer/Hello`.
+    pub(crate) remote_instance: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,6 +60,7 @@ impl ConnState {
             running: Mutex::new(HashMap::new()),
             inflight: AtomicUsize::new(0),
             late_replies: AtomicU64::new(0),
+            remote_instance: Mutex::new(None),
         }
     }
 
@@ -182,6 +185,10 @@ impl Peer {
     pub fn close(&self) {
         self.session.close();
     }
+    /// The registry instance id the other end announced (see [`RpcOptions::identity`]).
+    pub fn remote_instance(&self) -> Option<String> {
+        lock(&self.state.remote_instance).clone()
+    }
     pub fn stats(&self) -> PeerStats {
         PeerStats {
             pending: self.state.pending_len(),
@@ -204,8 +211,8 @@ impl Peer {
         let seq = self.state.next_seq();
         let (tx, rx) = oneshot::channel();
         self.state.add_waiter(seq, tx)?;
-        let mut frame = Frame::request(seq, codec, service, method, body)
-            .with_timeout_ms(budget_ms(timeout));
+        let mut frame =
+            Frame::request(seq, codec, service, method, body).with_timeout_ms(budget_ms(timeout));
         frame.metadata = opts.metadata;
         tracing::trace!(service, method, seq, peer = self.id(), "rpc call");
         // From here on, dropping the call (even mid-send) removes the waiter and cancels.

@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use getty_core::{NewSessionCallback, Server, SessionConfig, new_session};
+use getty_registry::{Registration, Registry, ServiceInstance};
 
 use crate::connection::{OnPeer, PeerSet, RpcConnection};
 use crate::frame::{Frame, FrameCodec};
@@ -40,6 +42,8 @@ pub(crate) fn rpc_sessions(
 pub struct RpcServer {
     core: Server<Frame>,
     peers: Arc<PeerSet>,
+    /// Where this server is published; withdrawn first on shutdown.
+    registrations: Mutex<Vec<Registration>>,
 }
 
 impl RpcServer {
@@ -71,7 +75,11 @@ impl RpcServer {
         let peers = Arc::new(PeerSet::default());
         let cb = rpc_sessions(Arc::new(router), Arc::new(opts), peers.clone(), on_peer);
         let core = serve(cb).await?;
-        Ok(RpcServer { core, peers })
+        Ok(RpcServer {
+            core,
+            peers,
+            registrations: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -84,6 +92,61 @@ impl RpcServer {
     pub fn peer(&self, id: u64) -> Option<Peer> {
         self.peers.get(id)
     }
+    /// The connected peer that announced `instance_id` (see `RpcOptions::identity`): how a
+    /// provider calls a consumer it found in a registry.
+    pub fn peer_by_instance(&self, instance_id: &str) -> Option<Peer> {
+        self.peers
+            .all()
+            .into_iter()
+            .find(|p| !p.is_closed() && p.remote_instance().as_deref() == Some(instance_id))
+    }
+
+    /// Publishes this server (it is already listening) as `instance`; an empty address is
+    /// filled with the listening address. Returns the instance id.
+    pub async fn publish(
+        &self,
+        registry: &dyn Registry,
+        mut instance: ServiceInstance,
+    ) -> getty_registry::Result<String> {
+        if instance.address.is_empty() {
+            instance.address = self.local_addr().to_string();
+        }
+        let reg = registry.register(instance).await?;
+        let id = reg.instance().instance_id.clone();
+        self.registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reg);
+        Ok(id)
+    }
+
+    /// Graceful shutdown: withdraw from the registries (consumers stop routing here), let the
+    /// calls being served finish (for at most `grace`), then close.
+    pub async fn shutdown(&self, grace: Duration) {
+        let regs =
+            std::mem::take(&mut *self.registrations.lock().unwrap_or_else(|e| e.into_inner()));
+        for r in regs {
+            if let Err(e) = r.deregister().await {
+                tracing::warn!(error = %e, "deregistration failed; the registry will expire it");
+            }
+        }
+        // Drained means nothing is being served and nothing arrived for a short quiet spell
+        // (a request may still be on the wire from a consumer that has not yet seen the
+        // deregistration).
+        let quiet = (grace / 4).min(Duration::from_millis(200));
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline
+            && self
+                .peers
+                .all()
+                .iter()
+                .any(|p| p.stats().inflight > 0 || p.session().idle() < quiet)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.close().await;
+    }
+
     pub fn core(&self) -> &Server<Frame> {
         &self.core
     }

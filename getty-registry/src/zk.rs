@@ -1,0 +1,711 @@
+//! ZooKeeper backend (`zookeeper://host:port[,host:port…][/root][?ttl=SECS][&timeout=SECS]`).
+//!
+//! * Persistent (empty) parents `{root}/{service}/{group}/{version}`, and an **ephemeral** node
+//!   `{instance_id}` below them holding the instance as JSON. `ttl` is the requested session
+//!   timeout (default 10 s; the server clamps it to its min/max session timeouts).
+//! * One session per [`ZkRegistry`], managed by a background task: it connects with retry (with
+//!   several addresses it keeps cycling until one answers) and, when the session expires or is
+//!   closed, opens a new one. Each registration's keeper then re-creates its ephemeral node in the
+//!   new session; it also re-creates the node if it is deleted behind its back, and replaces a
+//!   node still owned by an older session of ours (which the server would delete when that
+//!   session expires).
+//! * A watch arms a persistent recursive watch on the query's base path *before* listing the
+//!   subtree, so nothing between the snapshot and the first event is lost; every node event is
+//!   answered by re-reading that node, and every reconnection (events may be lost while
+//!   disconnected, ZOOKEEPER-4698) or new session re-arms the watch and re-lists, emitting only the
+//!   differences against the last view.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+pub use zookeeper_client;
+use zookeeper_client as zkc;
+use zookeeper_client::{Acls, AddWatchMode, CreateMode, EventType, SessionState};
+
+use crate::error::{Error, Result};
+use crate::model::{Event, Query, ServiceInstance};
+use crate::registry::{Backoff, BoxFuture, Owners, Registration, Registry, View, Watch};
+use crate::url::RegistryUrl;
+
+/// Default time a call waits for a usable session.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const WATCH_BUFFER: usize = 1024;
+
+/// A session of the registry's client; `generation` increases with every new session.
+#[derive(Clone)]
+struct Session {
+    generation: u64,
+    client: zkc::Client,
+}
+
+impl Session {
+    fn owns(&self, stat: &zkc::Stat) -> bool {
+        stat.ephemeral_owner == self.client.session_id().0
+    }
+}
+
+struct Shared {
+    servers: String,
+    root: String,
+    session_timeout: Duration,
+    wait_timeout: Duration,
+    session: watch::Receiver<Option<Session>>,
+    owners: Owners,
+}
+
+/// ZooKeeper registry; see the [module docs](self).
+#[derive(Clone)]
+pub struct ZkRegistry {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ZkRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZkRegistry")
+            .field("servers", &self.shared.servers)
+            .field("root", &self.shared.root)
+            .field("session_timeout", &self.shared.session_timeout)
+            .finish()
+    }
+}
+
+fn classify(what: &str, e: zkc::Error) -> Error {
+    match e {
+        zkc::Error::ConnectionLoss
+        | zkc::Error::SessionExpired
+        | zkc::Error::ClientClosed
+        | zkc::Error::Timeout
+        | zkc::Error::NoHosts => Error::Unavailable(format!("zookeeper {what}: {e}")),
+        e => Error::Backend(format!("zookeeper {what}: {e}")),
+    }
+}
+
+fn transient(e: &zkc::Error) -> bool {
+    matches!(
+        e,
+        zkc::Error::ConnectionLoss
+            | zkc::Error::SessionExpired
+            | zkc::Error::ClientClosed
+            | zkc::Error::Timeout
+            | zkc::Error::NoHosts
+    )
+}
+
+impl ZkRegistry {
+    /// Starts a registry on `servers` (`host:port,host:port`) under `root`. Returns at once; the
+    /// session is established in the background (calls wait for it up to `wait_timeout`).
+    pub fn new(
+        servers: &str,
+        root: &str,
+        session_timeout: Duration,
+        wait_timeout: Duration,
+    ) -> Self {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(manage(servers.to_string(), session_timeout, tx));
+        ZkRegistry {
+            shared: Arc::new(Shared {
+                servers: servers.to_string(),
+                root: root.trim_end_matches('/').to_string(),
+                session_timeout,
+                wait_timeout,
+                session: rx,
+                owners: Owners::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn from_url(url: &RegistryUrl) -> Result<Self> {
+        url.only_params(&["ttl", "timeout"])?;
+        if url.hosts.is_empty() {
+            return Err(url.error("no zookeeper address"));
+        }
+        let root = url.root(crate::DEFAULT_ROOT)?;
+        let ttl = url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL);
+        let timeout = url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
+        Ok(Self::new(&url.hosts.join(","), &root, ttl, timeout))
+    }
+
+    /// The current session (id and password), if connected: for diagnostics, and for tests that
+    /// force a session expiry by attaching a second client to it and closing that client.
+    pub fn session(&self) -> Option<zkc::SessionInfo> {
+        self.shared
+            .session
+            .borrow()
+            .as_ref()
+            .map(|s| s.client.session().clone())
+    }
+
+    /// Waits up to `timeout` for a session and returns its id.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<zkc::SessionId> {
+        let mut rx = self.shared.session.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(s)) => Ok(s.as_ref().map(|s| s.client.session_id()).expect("checked")),
+            _ => Err(Error::Unavailable(format!(
+                "zookeeper {}: no session within {timeout:?}",
+                self.shared.servers
+            ))),
+        }
+    }
+
+    /// The node path of `instance`.
+    pub fn path_of(&self, instance: &ServiceInstance) -> String {
+        self.shared.path_of(instance)
+    }
+}
+
+/// Owns the client: connects (retrying), publishes the session, and replaces it when it ends.
+async fn manage(servers: String, session_timeout: Duration, tx: watch::Sender<Option<Session>>) {
+    let mut generation = 0u64;
+    let mut backoff = Backoff::new(MAX_BACKOFF);
+    loop {
+        let connect = zkc::Client::connector()
+            .with_session_timeout(session_timeout)
+            .connect(&servers);
+        let result = tokio::select! {
+            _ = tx.closed() => return,
+            r = tokio::time::timeout(session_timeout + Duration::from_secs(5), connect) => r,
+        };
+        let client = match result {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::warn!(servers = %servers, error = %e, "zookeeper connect failed; retrying");
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(servers = %servers, "zookeeper connect timed out; retrying");
+                continue;
+            }
+        };
+        backoff.reset();
+        generation += 1;
+        let mut states = client.state_watcher();
+        tracing::info!(servers = %servers, session = %client.session_id(), generation, "zookeeper session established");
+        let terminated_already = client.state().is_terminated();
+        tx.send_replace(Some(Session { generation, client }));
+        if !terminated_already {
+            loop {
+                let state = tokio::select! {
+                    _ = tx.closed() => return,
+                    s = states.changed() => s,
+                };
+                if state.is_terminated() {
+                    tracing::warn!(servers = %servers, ?state, "zookeeper session ended; opening a new one");
+                    break;
+                }
+            }
+        }
+        tx.send_replace(None);
+    }
+}
+
+impl Shared {
+    fn path_of(&self, instance: &ServiceInstance) -> String {
+        format!("{}/{}", self.root, instance.path_key())
+    }
+
+    /// Runs `op` on the current session, retrying transient failures, for at most `wait_timeout`.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut(Session) -> Fut,
+        Fut: Future<Output = std::result::Result<T, zkc::Error>>,
+    {
+        let deadline = Instant::now() + self.wait_timeout;
+        let mut rx = self.session.clone();
+        loop {
+            let session =
+                match tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await {
+                    Ok(Ok(s)) => s.clone().expect("checked"),
+                    _ => {
+                        return Err(Error::Unavailable(format!(
+                            "zookeeper {what}: no session with {} within {:?}",
+                            self.servers, self.wait_timeout
+                        )));
+                    }
+                };
+            match tokio::time::timeout_at(deadline, op(session)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if transient(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => return Err(classify(what, e)),
+                Err(_) => return Err(Error::Unavailable(format!("zookeeper {what}: timed out"))),
+            }
+        }
+    }
+}
+
+fn parent(path: &str) -> &str {
+    &path[..path.rfind('/').unwrap_or(0)]
+}
+
+/// Makes sure `path` exists as an ephemeral node of `session` holding `data`.
+async fn ensure_node(
+    session: &Session,
+    path: &str,
+    data: &[u8],
+) -> std::result::Result<(), zkc::Error> {
+    let client = &session.client;
+    let dir_opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let node_opts = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    for _ in 0..5 {
+        client.mkdir(parent(path), &dir_opts).await?;
+        match client.create(path, data, &node_opts).await {
+            Ok(_) => return Ok(()),
+            Err(zkc::Error::NoNode) => continue, // a parent vanished meanwhile
+            Err(zkc::Error::NodeExists) => match client.get_data(path).await {
+                Ok((current, stat)) if session.owns(&stat) => {
+                    if current != data {
+                        client.set_data(path, data, Some(stat.version)).await?;
+                    }
+                    return Ok(());
+                }
+                Ok((_, stat)) => {
+                    tracing::warn!(
+                        path,
+                        owner = stat.ephemeral_owner,
+                        "replacing a node owned by another session"
+                    );
+                    match client.delete(path, Some(stat.version)).await {
+                        Ok(()) | Err(zkc::Error::NoNode) | Err(zkc::Error::BadVersion) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(zkc::Error::NoNode) => continue,
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Err(zkc::Error::ConnectionLoss)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration keeper
+// ---------------------------------------------------------------------------------------------
+
+type StopRx = oneshot::Receiver<oneshot::Sender<Result<()>>>;
+
+async fn keeper(
+    shared: Arc<Shared>,
+    path: String,
+    data: Vec<u8>,
+    first_gen: u64,
+    token: u64,
+    mut stop: StopRx,
+) {
+    let mut rx = shared.session.clone();
+    let mut ensured: Option<u64> = Some(first_gen);
+    let mut backoff = Backoff::new(MAX_BACKOFF);
+    loop {
+        if !shared.owners.is_current(&path, token) {
+            // A later registration of the same instance took over the node: stay passive.
+            if let Ok(reply) = stop.await {
+                let _ = reply.send(Ok(()));
+            }
+            return;
+        }
+        let current = rx.borrow_and_update().clone();
+        let Some(session) = current else {
+            tokio::select! {
+                s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            continue;
+        };
+        if ensured != Some(session.generation) {
+            let r = tokio::select! {
+                s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
+                r = ensure_node(&session, &path, &data) => r,
+            };
+            match r {
+                Ok(()) => {
+                    tracing::info!(path = %path, session = %session.client.session_id(), "zookeeper registration restored");
+                    ensured = Some(session.generation);
+                    backoff.reset();
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "zookeeper registration not restored yet; retrying");
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
+                        _ = rx.changed() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        // Watch our node: deleted or changed behind our back -> ensure again.
+        let r = tokio::select! {
+            s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
+            r = session.client.check_and_watch_stat(&path) => r,
+        };
+        match r {
+            Ok((Some(stat), watcher)) if session.owns(&stat) => {
+                tokio::select! {
+                    s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
+                    _ = rx.changed() => {}
+                    ev = watcher.changed() => {
+                        tracing::debug!(path = %path, ?ev, "zookeeper registration node event");
+                        if ev.event_type != EventType::Session {
+                            ensured = None;
+                        }
+                    }
+                }
+            }
+            Ok(_) => {
+                tracing::warn!(path = %path, "zookeeper registration node missing or not ours; re-creating");
+                ensured = None;
+            }
+            Err(e) => {
+                tracing::debug!(path = %path, error = %e, "zookeeper exists-watch failed");
+                ensured = None;
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Deletes the node if this registration still owns it and it belongs to the current session;
+/// answers `reply`.
+async fn finish(
+    shared: &Shared,
+    path: &str,
+    token: u64,
+    reply: Option<oneshot::Sender<Result<()>>>,
+) {
+    if !shared.owners.release(path, token) {
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(()));
+        }
+        return;
+    }
+    let result = shared
+        .retrying("deregister", |session| async move {
+            match session.client.get_data(path).await {
+                Ok((_, stat)) if session.owns(&stat) => {
+                    match session.client.delete(path, Some(stat.version)).await {
+                        Ok(()) | Err(zkc::Error::NoNode) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(_) | Err(zkc::Error::NoNode) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    if let Err(e) = &result {
+        tracing::warn!(path, error = %e, "zookeeper deregistration failed; the node goes with its session");
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch
+// ---------------------------------------------------------------------------------------------
+
+/// Lists every instance node below `base` (`levels` path levels down) on `session`.
+async fn list_tree(
+    session: &Session,
+    base: &str,
+    levels: usize,
+    query: &Query,
+) -> std::result::Result<BTreeMap<String, ServiceInstance>, zkc::Error> {
+    let client = &session.client;
+    let mut dirs = vec![base.to_string()];
+    for _ in 1..=levels {
+        let mut next = Vec::new();
+        for dir in &dirs {
+            match client.list_children(dir).await {
+                Ok(children) => next.extend(children.into_iter().map(|c| format!("{dir}/{c}"))),
+                Err(zkc::Error::NoNode) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        dirs = next;
+    }
+    // Requests are sent when the futures are created, so this pipelines the reads.
+    let reads: Vec<_> = dirs.iter().map(|p| client.get_data(p)).collect();
+    let mut map = BTreeMap::new();
+    for (path, read) in dirs.iter().zip(reads) {
+        match read.await {
+            Ok((data, _)) => {
+                if let Some(inst) = decode(path, &data, query) {
+                    map.insert(path.clone(), inst);
+                }
+            }
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(map)
+}
+
+fn decode(path: &str, data: &[u8], query: &Query) -> Option<ServiceInstance> {
+    match ServiceInstance::from_json(data) {
+        Ok(i) if query.matches(&i) => Some(i),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(path, error = %e, "ignoring zookeeper node that is not a service instance");
+            None
+        }
+    }
+}
+
+/// Arms the recursive watch on `base` and then lists it.
+async fn arm_and_list(
+    session: &Session,
+    base: &str,
+    levels: usize,
+    query: &Query,
+) -> std::result::Result<(zkc::PersistentWatcher, BTreeMap<String, ServiceInstance>), zkc::Error> {
+    let watcher = session
+        .client
+        .watch(base, AddWatchMode::PersistentRecursive)
+        .await?;
+    let map = list_tree(session, base, levels, query).await?;
+    Ok((watcher, map))
+}
+
+struct WatchState {
+    shared: Arc<Shared>,
+    query: Query,
+    base: String,
+    levels: usize,
+    view: View,
+    tx: mpsc::Sender<Event>,
+}
+
+impl WatchState {
+    fn is_leaf(&self, path: &str) -> bool {
+        path.strip_prefix(&self.base)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| rest.split('/').count() == self.levels)
+    }
+
+    async fn emit(&self, events: impl IntoIterator<Item = Event>) -> bool {
+        for ev in events {
+            if self.tx.send(ev).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Re-reads one node and emits the resulting change.
+    async fn refresh(
+        &mut self,
+        session: &Session,
+        path: &str,
+    ) -> std::result::Result<bool, zkc::Error> {
+        let change = match session.client.get_data(path).await {
+            Ok((data, _)) => self.view.upsert(path, decode(path, &data, &self.query)),
+            Err(zkc::Error::NoNode) => self.view.remove(path),
+            Err(e) => return Err(e),
+        };
+        Ok(self.emit(change).await)
+    }
+
+    async fn run(mut self, mut session: Session, mut watcher: zkc::PersistentWatcher) {
+        let mut rx = self.shared.session.clone();
+        let mut backoff = Backoff::new(MAX_BACKOFF);
+        // Set when events may have been missed: re-list (and, after a session change, re-arm).
+        let mut relist = false;
+        let mut rearm = false;
+        loop {
+            if rearm {
+                // Wait for a session newer than the dead one, then arm + list + diff.
+                let next = tokio::select! {
+                    _ = self.tx.closed() => return,
+                    r = rx.wait_for(|s| s.as_ref().is_some_and(|s| s.generation > session.generation)) => match r {
+                        Ok(s) => s.clone().expect("checked"),
+                        Err(_) => return,
+                    },
+                };
+                match arm_and_list(&next, &self.base, self.levels, &self.query).await {
+                    Ok((w, fresh)) => {
+                        session = next;
+                        watcher = w;
+                        rearm = false;
+                        relist = false;
+                        backoff.reset();
+                        let events = self.view.reconcile(fresh);
+                        if !self.emit(events).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(base = %self.base, error = %e, "zookeeper watch not re-armed yet; retrying");
+                        if matches!(e, zkc::Error::SessionExpired | zkc::Error::ClientClosed) {
+                            session = next; // wait for an even newer session
+                        }
+                        if !self.pause(&mut backoff).await {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            if relist {
+                match list_tree(&session, &self.base, self.levels, &self.query).await {
+                    Ok(fresh) => {
+                        relist = false;
+                        backoff.reset();
+                        let events = self.view.reconcile(fresh);
+                        if !self.emit(events).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(base = %self.base, error = %e, "zookeeper re-list failed; retrying");
+                        if session.client.state().is_terminated() {
+                            rearm = true;
+                            continue;
+                        }
+                        if !self.pause(&mut backoff).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let ev = tokio::select! {
+                _ = self.tx.closed() => return,
+                ev = watcher.changed() => ev,
+            };
+            match ev.event_type {
+                EventType::Session => match ev.session_state {
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => relist = true,
+                    SessionState::Disconnected => {}
+                    terminal => {
+                        tracing::warn!(base = %self.base, state = ?terminal, "zookeeper watch lost its session; re-arming on the next one");
+                        // The watcher must not be polled after a terminal state.
+                        rearm = true;
+                    }
+                },
+                EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
+                    if self.is_leaf(&ev.path) =>
+                {
+                    match self.refresh(&session, &ev.path).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::debug!(path = %ev.path, error = %e, "zookeeper read failed; will re-list");
+                            relist = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn pause(&self, backoff: &mut Backoff) -> bool {
+        tokio::select! {
+            _ = self.tx.closed() => false,
+            _ = tokio::time::sleep(backoff.next_delay()) => true,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl Registry for ZkRegistry {
+    fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
+        Box::pin(async move {
+            let instance = instance.normalize()?;
+            let path = self.shared.path_of(&instance);
+            let data = instance.to_json()?;
+            let generation = self
+                .shared
+                .retrying("register", |session| {
+                    let (path, data) = (path.clone(), data.clone());
+                    async move {
+                        ensure_node(&session, &path, &data)
+                            .await
+                            .map(|_| session.generation)
+                    }
+                })
+                .await?;
+            // Claimed after the write: a failed register leaves an older registration in charge.
+            let token = self.shared.owners.claim(&path);
+            let (stop_tx, stop_rx) = oneshot::channel();
+            tokio::spawn(keeper(
+                self.shared.clone(),
+                path,
+                data,
+                generation,
+                token,
+                stop_rx,
+            ));
+            Ok(Registration::with_task(instance, stop_tx))
+        })
+    }
+
+    fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>> {
+        Box::pin(async move {
+            query.validate()?;
+            let base = format!("{}/{}", self.shared.root, query.path_prefix());
+            let levels = query.levels_below_prefix();
+            let map = self
+                .shared
+                .retrying("discover", |session| {
+                    let base = base.clone();
+                    async move { list_tree(&session, &base, levels, query).await }
+                })
+                .await?;
+            Ok(map.into_values().collect())
+        })
+    }
+
+    fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>> {
+        Box::pin(async move {
+            query.validate()?;
+            let base = format!("{}/{}", self.shared.root, query.path_prefix());
+            let levels = query.levels_below_prefix();
+            let (session, watcher, entries) = self
+                .shared
+                .retrying("watch", |session| {
+                    let base = base.clone();
+                    async move {
+                        let (w, map) = arm_and_list(&session, &base, levels, query).await?;
+                        Ok((session, w, map))
+                    }
+                })
+                .await?;
+            let view = View::from_entries(entries);
+            let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+            let _ = tx.try_send(Event::Snapshot(view.snapshot()));
+            let state = WatchState {
+                shared: self.shared.clone(),
+                query: query.clone(),
+                base,
+                levels,
+                view,
+                tx,
+            };
+            let task = tokio::spawn(state.run(session, watcher));
+            Ok(Watch::bounded(rx, Some(task)))
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "zookeeper"
+    }
+}

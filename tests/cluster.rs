@@ -1,0 +1,273 @@
+//! getty-rpc through a registry: providers publish, a consumer's `Cluster` follows them and
+//! balances calls, and a provider finds a consumer through the registry to call it back.
+//! Runs on `memory://`, and on real etcd and ZooKeeper with `--features etcd,zookeeper`
+//! (start them with `scripts/servers.sh up`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use getty::core::{ClientBuilder, ServerBuilder};
+use getty::registry::{Query, Registry, ServiceInstance, Strategy, connect};
+use getty::rpc::{
+    CallOptions, Cluster, ClusterOptions, Context, Json, Router, RpcClient, RpcOptions, RpcServer,
+};
+
+const SVC: &str = "cluster.Echo";
+
+async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
+    let mut r = Router::new();
+    let me = name.to_string();
+    r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
+        let me = me.clone();
+        async move { Ok(me) }
+    });
+    r.add_json(SVC, "Slow", move |_ctx: Context, ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    });
+    let s = RpcServer::start(r, RpcOptions::default(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
+    .await
+    .unwrap();
+    s.publish(&**reg, ServiceInstance::new(SVC, "").with_instance_id(name))
+        .await
+        .unwrap();
+    s
+}
+
+fn cluster(reg: &Arc<dyn Registry>, strategy: Strategy) -> Cluster {
+    Cluster::new(
+        reg.clone(),
+        Query::new(SVC),
+        Router::new(),
+        ClusterOptions {
+            strategy,
+            reconnect_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+}
+
+async fn who(c: &Cluster, key: Option<&[u8]>) -> String {
+    c.call::<Json, _, String>(key, SVC, "Who", &(), CallOptions::new())
+        .await
+        .unwrap()
+}
+
+async fn round_robin_spreads_300_calls_100_each(url: &str) {
+    let reg = connect(url).await.unwrap();
+    let ps = [
+        provider(&reg, "p1").await,
+        provider(&reg, "p2").await,
+        provider(&reg, "p3").await,
+    ];
+    let c = cluster(&reg, Strategy::RoundRobin);
+    let ok = c.wait_connected(3, Duration::from_secs(3)).await;
+    assert!(ok, "consumer found the providers");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        *counts.entry(who(&c, None).await).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 100), "{counts:?}");
+    c.close().await;
+    for p in ps {
+        p.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consistent_hash_sticks_to_one_instance(url: &str) {
+    let reg = connect(url).await.unwrap();
+    let ps = [
+        provider(&reg, "h1").await,
+        provider(&reg, "h2").await,
+        provider(&reg, "h3").await,
+    ];
+    let c = cluster(&reg, Strategy::ConsistentHash);
+    assert!(c.wait_connected(3, Duration::from_secs(10)).await);
+    let mut used = std::collections::HashSet::new();
+    for k in 0..30 {
+        let key = format!("user-{k}");
+        let first = who(&c, Some(key.as_bytes())).await;
+        for _ in 0..10 {
+            assert_eq!(
+                who(&c, Some(key.as_bytes())).await,
+                first,
+                "key {key} moved"
+            );
+        }
+        used.insert(first);
+    }
+    assert!(
+        used.len() > 1,
+        "30 keys all on one instance: the ring does not spread"
+    );
+    c.close().await;
+    for p in ps {
+        p.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+async fn follows_instances_as_they_come_and_go(url: &str) {
+    let reg = connect(url).await.unwrap();
+    let a = provider(&reg, "a").await;
+    let c = cluster(&reg, Strategy::RoundRobin);
+    assert!(c.wait_connected(1, Duration::from_secs(10)).await);
+    assert_eq!(who(&c, None).await, "a");
+    // A new instance is used without a restart.
+    let b = provider(&reg, "b").await;
+    assert!(
+        c.wait_connected(2, Duration::from_secs(10)).await,
+        "b picked up"
+    );
+    let seen: std::collections::HashSet<String> =
+        futures_util::future::join_all((0..10).map(|_| who(&c, None)))
+            .await
+            .into_iter()
+            .collect();
+    assert_eq!(seen.len(), 2);
+    // A graceful shutdown of `a` deregisters first and drains: a call in flight on `a` completes.
+    let on_a = loop {
+        let (inst, peer) = c.pick(None, &[]).expect("connected");
+        if inst.instance_id == "a" {
+            break peer;
+        }
+    };
+    let in_flight = on_a
+        .start_call_raw(
+            SVC,
+            "Slow",
+            getty::rpc::CodecId::Json,
+            "300".into(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    let (done, ()) = tokio::join!(in_flight, a.shutdown(Duration::from_secs(5)));
+    assert_eq!(
+        &done.unwrap()[..],
+        b"300",
+        "the in-flight call finished before the close"
+    );
+    for _ in 0..50 {
+        assert_eq!(
+            who(&c, None).await,
+            "b",
+            "a removed instance gets no more calls"
+        );
+    }
+    // A provider that dies without deregistering: its connection drops, calls go elsewhere.
+    let d = provider(&reg, "d").await;
+    assert!(c.wait_connected(2, Duration::from_secs(10)).await);
+    d.close().await; // no deregistration: the registry still lists it until TTL/drop
+    for _ in 0..50 {
+        assert_eq!(who(&c, None).await, "b");
+    }
+    drop(d);
+    c.close().await;
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+async fn provider_calls_a_consumer_found_through_the_registry(url: &str) {
+    let reg = connect(url).await.unwrap();
+    let p = provider(&reg, "prov").await;
+    // The consumer serves `cluster.Member` and publishes itself under its instance id.
+    let id = format!("member-{}", fastrand::u32(..));
+    let mut mine = Router::new();
+    let me = id.clone();
+    mine.add_json(
+        "cluster.Member",
+        "Greet",
+        move |_ctx: Context, from: String| {
+            let me = me.clone();
+            async move { Ok(format!("{me} greeted by {from}")) }
+        },
+    );
+    let addr = p.local_addr().to_string();
+    let consumer = RpcClient::start(
+        mine,
+        RpcOptions {
+            identity: Some(id.clone()),
+            ..Default::default()
+        },
+        |cb| ClientBuilder::new(addr).connect_tcp(cb),
+    )
+    .unwrap();
+    consumer.ready().await.unwrap();
+    let _published = reg
+        .register(ServiceInstance::new("cluster.Member", "connected").with_instance_id(id.clone()))
+        .await
+        .unwrap();
+    // The provider looks the consumer up in the registry and calls it on its own connection.
+    let found = reg.discover(&Query::new("cluster.Member")).await.unwrap();
+    let target = found
+        .iter()
+        .find(|i| i.instance_id == id)
+        .expect("consumer published");
+    let mut peer = None;
+    for _ in 0..200 {
+        peer = p.peer_by_instance(&target.instance_id);
+        if peer.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let peer = peer.expect("provider knows the consumer's connection");
+    let r: String = peer
+        .call_json("cluster.Member", "Greet", &"prov".to_string())
+        .await
+        .unwrap();
+    assert_eq!(r, format!("{id} greeted by prov"));
+    consumer.close().await;
+    p.shutdown(Duration::from_secs(1)).await;
+}
+
+macro_rules! backend {
+    ($m:ident, $url:expr $(, $cfg:meta)?) => {
+        $(#[$cfg])?
+        mod $m {
+            use super::*;
+            fn url() -> String {
+                $url
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn round_robin() {
+                round_robin_spreads_300_calls_100_each(&url()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn consistent_hash() {
+                consistent_hash_sticks_to_one_instance(&url()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn follows_instances() {
+                follows_instances_as_they_come_and_go(&url()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reverse_call_through_registry() {
+                provider_calls_a_consumer_found_through_the_registry(&url()).await
+            }
+        }
+    };
+}
+
+backend!(memory, format!("memory://cluster-{}", fastrand::u64(..)));
+backend!(
+    etcd,
+    format!(
+        "etcd://{}/cluster-{}?ttl=5",
+        std::env::var("GETTY_ETCD").unwrap_or_else(|_| "127.0.0.1:23790".into()),
+        fastrand::u64(..)
+    ),
+    cfg(feature = "etcd")
+);
+backend!(
+    zookeeper,
+    format!(
+        "zookeeper://{}/cluster-{}?ttl=5",
+        std::env::var("GETTY_ZK").unwrap_or_else(|_| "127.0.0.1:21810".into()),
+        fastrand::u64(..)
+    ),
+    cfg(feature = "zookeeper")
+);
