@@ -68,8 +68,8 @@ impl RpcConnection {
     fn serve(&self, s: &Session<Frame>, f: Frame) {
         let two_way = f.kind == Kind::Request;
         let seq = f.seq;
-        if f.service == builtin::PEER_SERVICE {
-            if let Some(reply) = builtin::peer_service(&self.state, &f)
+        if builtin::is_builtin(&f.service, &self.state) {
+            if let Some(reply) = builtin::serve(&self.state, &f)
                 && two_way
             {
                 let _ = s.try_send_pkg(&reply);

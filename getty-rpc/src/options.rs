@@ -23,6 +23,8 @@ pub struct RpcOptions {
     /// `getty.Peer/Hello` one-way frame, sent first), so the other side can find this
     /// connection by the id it saw in a registry. `None`: say nothing.
     pub identity: Option<String>,
+    /// Answer `getty.Reflection/Describe` (what `getty describe` shows). Default on.
+    pub reflection: bool,
     /// Everything else about the sessions; `cron_period` and `max_msg_len` are set from the
     /// fields above.
     pub session: SessionOptions,
@@ -37,6 +39,7 @@ impl Default for RpcOptions {
             heartbeat_period: Duration::from_secs(10),
             heartbeat_misses: 3,
             identity: None,
+            reflection: true,
             session: SessionOptions::default(),
         }
     }
