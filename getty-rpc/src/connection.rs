@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::task::Poll;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use getty_core::{EventListener, Session};
 use tracing::Instrument;
@@ -16,7 +18,7 @@ use tracing::Instrument;
 use crate::builtin;
 use crate::context::Context;
 use crate::error::RpcError;
-use crate::frame::{Frame, Kind};
+use crate::frame::{CodecId, Frame, Kind};
 use crate::peer::{ConnState, Peer, complete};
 use crate::router::{Route, route_error};
 use crate::status::Status;
@@ -131,11 +133,41 @@ impl RpcConnection {
             deadline,
             metadata: f.metadata,
         };
-        let fut = handler.call(ctx, f.body);
-        let (state, session) = (self.state.clone(), s.clone());
+        let mut fut = handler.call(ctx, f.body);
+        let serving = Serving {
+            state: self.state.clone(),
+            seq,
+        };
+        // Most handlers answer without waiting: poll once right here, and only a handler that
+        // is still pending becomes a task (which polls it again with a real waker).
+        if self.state.opts.inline_first_poll {
+            let _enter = span.enter();
+            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+            let res = match polled {
+                Ok(Poll::Pending) => None,
+                Ok(Poll::Ready(r)) => Some(r),
+                Err(_) => Some(Err(RpcError::internal("the handler panicked"))),
+            };
+            if let Some(res) = res {
+                drop(serving);
+                if two_way {
+                    let reply = reply_frame(seq, codec, res);
+                    if let Err(getty_core::Error::QueueFull { .. }) = s.try_send_pkg(&reply) {
+                        // Never drop a reply: wait for room on a task.
+                        let session = s.clone();
+                        tokio::spawn(async move { send_reply(&session, seq, reply).await });
+                    }
+                } else if let Err(e) = res {
+                    tracing::debug!(seq, error = %e, "one-way handler failed");
+                }
+                return;
+            }
+        }
+        let session = s.clone();
         let task = async move {
             // Accounting runs on completion and on abort (a Cancel, or the connection closing).
-            let _serving = Serving { state, seq };
+            let _serving = serving;
             let run = AssertUnwindSafe(fut).catch_unwind();
             let res = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), run).await {
@@ -149,20 +181,7 @@ impl RpcConnection {
             };
             let res = res.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
             if two_way {
-                let reply = match res {
-                    Ok(body) => Frame::response(seq, codec, body),
-                    Err(e) => Frame::error(seq, e.status, e.message),
-                };
-                match session.send_pkg(&reply).await {
-                    Ok(_) => {}
-                    Err(getty_core::Error::Encode { source, .. }) => {
-                        let msg = format!("reply not sendable: {source}");
-                        let _ = session
-                            .send_pkg(&Frame::error(seq, Status::Internal, msg))
-                            .await;
-                    }
-                    Err(e) => tracing::debug!(seq, error = %e, "reply not sent"),
-                }
+                send_reply(&session, seq, reply_frame(seq, codec, res)).await;
             } else if let Err(e) = res {
                 tracing::debug!(seq, error = %e, "one-way handler failed");
             }
@@ -174,6 +193,25 @@ impl RpcConnection {
         if two_way {
             running.insert(seq, h.abort_handle());
         }
+    }
+}
+
+fn reply_frame(seq: u64, codec: CodecId, res: Result<Bytes, RpcError>) -> Frame {
+    match res {
+        Ok(body) => Frame::response(seq, codec, body),
+        Err(e) => Frame::error(seq, e.status, e.message),
+    }
+}
+
+async fn send_reply(session: &Session<Frame>, seq: u64, reply: Frame) {
+    match session.send_pkg(&reply).await {
+        Ok(_) => {}
+        Err(getty_core::Error::Encode { source, .. }) => {
+            // A reply over the frame limit, say: the caller still gets an answer.
+            let msg = format!("reply not sendable: {source}");
+            let _ = session.send_pkg(&Frame::error(seq, Status::Internal, msg)).await;
+        }
+        Err(e) => tracing::debug!(seq, error = %e, "reply not sent"),
     }
 }
 

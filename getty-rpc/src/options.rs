@@ -23,6 +23,11 @@ pub struct RpcOptions {
     /// `getty.Peer/Hello` one-way frame, sent first), so the other side can find this
     /// connection by the id it saw in a registry. `None`: say nothing.
     pub identity: Option<String>,
+    /// Poll each handler once on the connection's own task before giving it a task of its own:
+    /// handlers that answer without waiting then cost no task and no wake-up. A handler that
+    /// does heavy work before its first `.await` delays that connection's reads; turn this off
+    /// for such handlers. Default on.
+    pub inline_first_poll: bool,
     /// Answer `getty.Reflection/Describe` (what `getty describe` shows). Default on.
     pub reflection: bool,
     /// Everything else about the sessions; `cron_period` and `max_msg_len` are set from the
@@ -40,6 +45,7 @@ impl Default for RpcOptions {
             heartbeat_misses: 3,
             identity: None,
             reflection: true,
+            inline_first_poll: true,
             session: SessionOptions::default(),
         }
     }
