@@ -99,6 +99,8 @@ async fn burst_of_50_none_lost() {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let _counted = Counted(done);
+            // Spread over ~100 ms so that the late watcher below starts mid-burst.
+            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
             reg.register(
                 ServiceInstance::new("Burst", format!("10.0.0.1:{}", 1000 + i))
                     .with_instance_id(format!("n{i}")),

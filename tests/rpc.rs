@@ -668,35 +668,67 @@ async fn pair_server_again(addr: &str) -> RpcServer {
 async fn reflection_describes_the_services_and_can_be_turned_off() {
     let p = pair().await;
     let peer = p.client.peer().unwrap();
-    let v: serde_json::Value = peer.call_json("getty.Reflection", "Describe", &()).await.unwrap();
+    let v: serde_json::Value = peer
+        .call_json("getty.Reflection", "Describe", &())
+        .await
+        .unwrap();
     let math = v
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["service"] == "test.Math")
         .expect("test.Math listed");
-    let add = math["methods"].as_array().unwrap().iter().find(|m| m["name"] == "Add").unwrap();
+    let add = math["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Add")
+        .unwrap();
     assert_eq!(add["request_type"], "Add");
     assert_eq!(add["reply_type"], "i64");
     assert_eq!(add["codecs"], serde_json::json!(["json"]));
-    let echo = v.as_array().unwrap().iter().find(|s| s["service"] == "test.Echo").unwrap();
-    assert_eq!(echo["methods"][0]["codecs"], serde_json::json!(["protobuf", "json"]));
+    let echo = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "test.Echo")
+        .unwrap();
+    assert_eq!(
+        echo["methods"][0]["codecs"],
+        serde_json::json!(["protobuf", "json"])
+    );
     // The server can ask the client the same question.
     let sp = server_peer(&p).await;
-    let v: serde_json::Value = sp.call_json("getty.Reflection", "Describe", &()).await.unwrap();
+    let v: serde_json::Value = sp
+        .call_json("getty.Reflection", "Describe", &())
+        .await
+        .unwrap();
     assert!(v.to_string().contains("client.Info"));
     p.client.close().await;
     p.server.close().await;
 
-    let off = RpcServer::start(Router::new(), RpcOptions { reflection: false, ..opts() }, |cb| {
-        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
-    })
+    let off = RpcServer::start(
+        Router::new(),
+        RpcOptions {
+            reflection: false,
+            ..opts()
+        },
+        |cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb),
+    )
     .await
     .unwrap();
     let a = off.local_addr().to_string();
-    let c = RpcClient::start(Router::new(), opts(), |cb| ClientBuilder::new(a).connect_tcp(cb)).unwrap();
+    let c = RpcClient::start(Router::new(), opts(), |cb| {
+        ClientBuilder::new(a).connect_tcp(cb)
+    })
+    .unwrap();
     c.ready().await.unwrap();
-    let e = c.peer().unwrap().call_json::<_, serde_json::Value>("getty.Reflection", "Describe", &()).await.unwrap_err();
+    let e = c
+        .peer()
+        .unwrap()
+        .call_json::<_, serde_json::Value>("getty.Reflection", "Describe", &())
+        .await
+        .unwrap_err();
     assert_eq!(e.status, Status::UnknownService);
     c.close().await;
     off.close().await;

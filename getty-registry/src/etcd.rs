@@ -54,16 +54,22 @@ impl std::fmt::Debug for EtcdRegistry {
     }
 }
 
+/// Errors worth retrying: the endpoint could not be reached or did not answer in time (with
+/// several endpoints the client may pick a dead one).
+fn is_transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // 1 = Cancelled, 4 = DeadlineExceeded, 14 = Unavailable
+        etcd_client::Error::GRpcStatus(s) => matches!(s.code() as i32, 1 | 4 | 14),
+        _ => false,
+    }
+}
+
 fn classify(what: &str, e: etcd_client::Error) -> Error {
-    match &e {
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
-            Error::Unavailable(format!("etcd {what}: {e}"))
-        }
-        // 4 = DeadlineExceeded, 14 = Unavailable, 1 = Cancelled
-        etcd_client::Error::GRpcStatus(s) if matches!(s.code() as i32, 1 | 4 | 14) => {
-            Error::Unavailable(format!("etcd {what}: {e}"))
-        }
-        _ => Error::Backend(format!("etcd {what}: {e}")),
+    if is_transient(&e) {
+        Error::Unavailable(format!("etcd {what}: {e}"))
+    } else {
+        Error::Backend(format!("etcd {what}: {e}"))
     }
 }
 
@@ -161,36 +167,52 @@ impl Inner {
         self.ttl.as_secs_f64().ceil().max(1.0) as i64
     }
 
-    async fn timed<T>(
-        &self,
-        what: &str,
-        f: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(what, e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd {what}: no answer within {:?}",
-                self.timeout
-            ))),
+    /// Runs `op` on a client, retrying transient failures until the request timeout.
+    async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout_at(deadline, op(self.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e))
+                    if is_transient(&e) && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(what, error = %e, "etcd request failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => return Err(classify(what, e)),
+                Err(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "etcd {what}: no answer within {:?}",
+                        self.timeout
+                    )));
+                }
+            }
         }
     }
 
     /// Grants a lease and puts `key` under it. Returns the lease id.
     async fn grant_and_put(&self, key: &str, value: &[u8]) -> Result<i64> {
-        let mut c = self.client.clone();
+        let ttl = self.ttl_secs();
         let lease = self
-            .timed("lease grant", c.lease_grant(self.ttl_secs(), None))
+            .call("lease grant", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
             .await?
             .id();
         let put = self
-            .timed(
-                "put",
-                c.put(key, value, Some(PutOptions::new().with_lease(lease))),
-            )
+            .call("put", |mut c| async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            })
             .await;
         if let Err(e) = put {
-            let _ = tokio::time::timeout(self.timeout, c.lease_revoke(lease)).await;
+            let _ = self.revoke(lease).await;
             return Err(e);
         }
         Ok(lease)
@@ -198,25 +220,29 @@ impl Inner {
 
     /// Revokes `lease` (deleting the keys attached to it). A lease already gone is fine.
     async fn revoke(&self, lease: i64) -> Result<()> {
-        let mut c = self.client.clone();
-        match tokio::time::timeout(self.timeout, c.lease_revoke(lease)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if is_lease_not_found(&e) => Ok(()),
-            Ok(Err(e)) => Err(classify("lease revoke", e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd lease revoke: no answer within {:?}",
-                self.timeout
-            ))),
-        }
+        self.call("lease revoke", |mut c| async move {
+            match c.lease_revoke(lease).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_lease_not_found(&e) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The lease `key` is attached to (`None`: no such key).
+    async fn lease_of(&self, key: &str) -> Result<Option<i64>> {
+        let resp = self
+            .call("get", |mut c| async move {
+                c.get(key, Some(GetOptions::new().with_keys_only())).await
+            })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| kv.lease()))
     }
 
     /// Revokes `lease` unless `key` is attached to it (used by superseded registrations).
     async fn revoke_if_keyless(&self, lease: i64, key: &str) -> Result<()> {
-        let mut c = self.client.clone();
-        let resp = self
-            .timed("get", c.get(key, Some(GetOptions::new().with_keys_only())))
-            .await?;
-        if resp.kvs().first().is_some_and(|kv| kv.lease() == lease) {
+        if self.lease_of(key).await? == Some(lease) {
             return Ok(());
         }
         self.revoke(lease).await
@@ -228,9 +254,10 @@ impl Inner {
         prefix: &str,
         query: &Query,
     ) -> Result<(i64, u64, BTreeMap<String, ServiceInstance>)> {
-        let mut c = self.client.clone();
         let resp = self
-            .timed("get", c.get(prefix, Some(GetOptions::new().with_prefix())))
+            .call("get", |mut c| async move {
+                c.get(prefix, Some(GetOptions::new().with_prefix())).await
+            })
             .await?;
         let (rev, term) = resp
             .header()
@@ -288,31 +315,27 @@ impl Keeper {
     /// Puts the key again if it is missing or not attached to `lease` (deleted or overwritten
     /// behind our back).
     async fn verify_key(&self, lease: i64) -> std::result::Result<(), KeepAliveEnd> {
-        let mut c = self.inner.client.clone();
-        let resp = self
+        let current = self
             .inner
-            .timed(
-                "get",
-                c.get(self.key.as_str(), Some(GetOptions::new().with_keys_only())),
-            )
+            .lease_of(&self.key)
             .await
             .map_err(|e| KeepAliveEnd::Failed(e.to_string()))?;
-        if resp.kvs().first().is_some_and(|kv| kv.lease() == lease) {
+        if current == Some(lease) {
             return Ok(());
         }
         if !self.is_current() {
             return Err(KeepAliveEnd::Superseded);
         }
         tracing::warn!(key = %self.key, "etcd key missing or replaced behind our back; putting it again");
-        let put = c.put(
-            self.key.as_str(),
-            self.value.clone(),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        match self.inner.timed("put", put).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(KeepAliveEnd::Failed(e.to_string())),
-        }
+        let (key, value) = (self.key.as_str(), self.value.as_slice());
+        self.inner
+            .call("put", |mut c| async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| KeepAliveEnd::Failed(e.to_string()))
     }
 
     async fn keep_alive(
@@ -487,7 +510,10 @@ impl WatchState {
             .with_start_revision(self.rev + 1);
         let opened = tokio::select! {
             _ = self.tx.closed() => return StreamEnd::Closed,
-            r = self.inner.timed("watch", c.watch(self.prefix.as_str(), Some(opts))) => r,
+            r = tokio::time::timeout(self.inner.timeout, c.watch(self.prefix.as_str(), Some(opts))) => match r {
+                Ok(r) => r.map_err(|e| classify("watch", e)),
+                Err(_) => Err(Error::Unavailable("etcd watch: not created in time".into())),
+            },
         };
         let mut stream = match opened {
             Ok(s) => s,

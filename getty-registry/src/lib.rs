@@ -44,6 +44,10 @@
 //!   now; dropping the handle removes it in the background (best effort), and a crashed process
 //!   disappears when its lease TTL / session timeout runs out. A deregistration only removes the
 //!   key if it still belongs to this registration (same lease / same session).
+//! * **Re-registering an instance** (same service, group, version and `instance_id`) through the
+//!   same registry client replaces it (watchers see `Updated`); the older [`Registration`] then
+//!   stops maintaining the entry and its deregistration leaves the newer one alone. Two processes
+//!   must not use the same `instance_id`.
 //! * **Watches lose nothing.** The first event is a full [`Event::Snapshot`]; etcd watches start at
 //!   the snapshot's revision + 1 and resume after errors from the last seen revision (after a
 //!   compaction or a data loss they re-list and emit the differences); ZooKeeper arms a persistent
@@ -51,7 +55,26 @@
 //!   reconnect or a new session. Every event batch is de-duplicated against the last view, so
 //!   `Added`/`Updated`/`Removed` are exact (no duplicates like Go getty's "append on update").
 //! * **Outages never empty a consumer's view.** See [`Directory`].
-//! * **Multiple addresses:** clients retry until one server answers.
+//! * **Multiple addresses:** clients retry until one server answers (etcd: a request that hits a
+//!   dead endpoint is retried within the request timeout; ZooKeeper: the session keeps cycling
+//!   through the addresses).
+//!
+//! # Integration tests
+//!
+//! The workspace-root tests `registry_memory` (no server), `registry_etcd` and `registry_zk` (real
+//! servers, never mocks) run with:
+//!
+//! ```text
+//! bash scripts/servers.sh up      # installs etcd, ZooKeeper, a JRE and protoc if missing; starts
+//!                                 # etcd on 127.0.0.1:23790 and ZooKeeper on 127.0.0.1:21810
+//! cargo test -p getty --features etcd,zookeeper --test registry_memory --test registry_etcd --test registry_zk
+//! bash scripts/servers.sh down
+//! ```
+//!
+//! `GETTY_ETCD` / `GETTY_ZK` point the tests at other servers; an unreachable server fails the
+//! tests with a hint to run `scripts/servers.sh up`. The disruptive tests restart, stop and wipe
+//! the script's servers, serialized against the other tests of the same binary by a lock; test
+//! binaries must therefore not run concurrently (plain `cargo test` runs them one after another).
 //!
 //! # Example
 //!

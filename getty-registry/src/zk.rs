@@ -28,7 +28,9 @@ use zookeeper_client::{Acls, AddWatchMode, CreateMode, EventType, SessionState};
 
 use crate::error::{Error, Result};
 use crate::model::{Event, Query, ServiceInstance};
-use crate::registry::{Backoff, BoxFuture, Owners, Registration, Registry, View, Watch};
+use crate::registry::{
+    AbortOnDrop, Backoff, BoxFuture, Owners, Registration, Registry, View, Watch,
+};
 use crate::url::RegistryUrl;
 
 /// Default time a call waits for a usable session.
@@ -247,26 +249,28 @@ fn parent(path: &str) -> &str {
     &path[..path.rfind('/').unwrap_or(0)]
 }
 
-/// Makes sure `path` exists as an ephemeral node of `session` holding `data`.
+/// Makes sure `path` exists as an ephemeral node of `session` holding `data`. Returns whether
+/// anything had to be written.
 async fn ensure_node(
     session: &Session,
     path: &str,
     data: &[u8],
-) -> std::result::Result<(), zkc::Error> {
+) -> std::result::Result<bool, zkc::Error> {
     let client = &session.client;
     let dir_opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
     let node_opts = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
     for _ in 0..5 {
         client.mkdir(parent(path), &dir_opts).await?;
         match client.create(path, data, &node_opts).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             Err(zkc::Error::NoNode) => continue, // a parent vanished meanwhile
             Err(zkc::Error::NodeExists) => match client.get_data(path).await {
                 Ok((current, stat)) if session.owns(&stat) => {
                     if current != data {
                         client.set_data(path, data, Some(stat.version)).await?;
+                        return Ok(true);
                     }
-                    return Ok(());
+                    return Ok(false);
                 }
                 Ok((_, stat)) => {
                     tracing::warn!(
@@ -327,8 +331,10 @@ async fn keeper(
                 r = ensure_node(&session, &path, &data) => r,
             };
             match r {
-                Ok(()) => {
-                    tracing::info!(path = %path, session = %session.client.session_id(), "zookeeper registration restored");
+                Ok(wrote) => {
+                    if wrote {
+                        tracing::info!(path = %path, session = %session.client.session_id(), "zookeeper registration restored");
+                    }
                     ensured = Some(session.generation);
                     backoff.reset();
                 }
@@ -351,14 +357,19 @@ async fn keeper(
         };
         match r {
             Ok((Some(stat), watcher)) if session.owns(&stat) => {
+                // Awaited in its own task: zookeeper-client 0.11 can panic in
+                // `OneshotWatcher::changed` when a session ends abruptly; that must not kill
+                // the keeper.
+                let mut event = AbortOnDrop(tokio::spawn(async move {
+                    let ev = watcher.changed().await;
+                    tracing::debug!(?ev, "zookeeper registration node event");
+                }));
                 tokio::select! {
                     s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
                     _ = rx.changed() => {}
-                    ev = watcher.changed() => {
-                        tracing::debug!(path = %path, ?ev, "zookeeper registration node event");
-                        if ev.event_type != EventType::Session {
-                            ensured = None;
-                        }
+                    _ = &mut event.0 => {
+                        // Node changed/deleted, session event or watcher failure: check again.
+                        ensured = None;
                     }
                 }
             }
@@ -483,6 +494,28 @@ async fn arm_and_list(
     Ok((watcher, map))
 }
 
+/// Moves a persistent watcher into its own task and forwards its events (up to and including a
+/// terminal session event). Contains panics of the watcher (zookeeper-client 0.11 panics when
+/// polled after its session ended abruptly): the channel then just closes.
+fn forward(
+    mut watcher: zkc::PersistentWatcher,
+) -> (mpsc::UnboundedReceiver<zkc::WatchedEvent>, AbortOnDrop) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                _ = tx.closed() => return,
+                ev = watcher.changed() => ev,
+            };
+            let terminal = ev.event_type == EventType::Session && ev.session_state.is_terminated();
+            if tx.send(ev).is_err() || terminal {
+                return;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
 struct WatchState {
     shared: Arc<Shared>,
     query: Query,
@@ -522,7 +555,8 @@ impl WatchState {
         Ok(self.emit(change).await)
     }
 
-    async fn run(mut self, mut session: Session, mut watcher: zkc::PersistentWatcher) {
+    async fn run(mut self, mut session: Session, watcher: zkc::PersistentWatcher) {
+        let (mut events, mut _forwarder) = forward(watcher);
         let mut rx = self.shared.session.clone();
         let mut backoff = Backoff::new(MAX_BACKOFF);
         // Set when events may have been missed: re-list (and, after a session change, re-arm).
@@ -530,10 +564,12 @@ impl WatchState {
         let mut rearm = false;
         loop {
             if rearm {
-                // Wait for a session newer than the dead one, then arm + list + diff.
+                // Wait for a live session (a newer one if ours ended), then arm + list + diff.
                 let next = tokio::select! {
                     _ = self.tx.closed() => return,
-                    r = rx.wait_for(|s| s.as_ref().is_some_and(|s| s.generation > session.generation)) => match r {
+                    r = rx.wait_for(|s| s.as_ref().is_some_and(|s| {
+                        s.generation > session.generation || !s.client.state().is_terminated()
+                    })) => match r {
                         Ok(s) => s.clone().expect("checked"),
                         Err(_) => return,
                     },
@@ -541,7 +577,7 @@ impl WatchState {
                 match arm_and_list(&next, &self.base, self.levels, &self.query).await {
                     Ok((w, fresh)) => {
                         session = next;
-                        watcher = w;
+                        (events, _forwarder) = forward(w);
                         rearm = false;
                         relist = false;
                         backoff.reset();
@@ -587,7 +623,13 @@ impl WatchState {
             }
             let ev = tokio::select! {
                 _ = self.tx.closed() => return,
-                ev = watcher.changed() => ev,
+                ev = events.recv() => ev,
+            };
+            let Some(ev) = ev else {
+                // The forwarder ended without a terminal event (watcher failure): start over.
+                tracing::warn!(base = %self.base, "zookeeper watcher failed; re-arming");
+                rearm = true;
+                continue;
             };
             match ev.event_type {
                 EventType::Session => match ev.session_state {

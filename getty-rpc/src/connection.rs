@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::task::Poll;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -209,7 +209,9 @@ async fn send_reply(session: &Session<Frame>, seq: u64, reply: Frame) {
         Err(getty_core::Error::Encode { source, .. }) => {
             // A reply over the frame limit, say: the caller still gets an answer.
             let msg = format!("reply not sendable: {source}");
-            let _ = session.send_pkg(&Frame::error(seq, Status::Internal, msg)).await;
+            let _ = session
+                .send_pkg(&Frame::error(seq, Status::Internal, msg))
+                .await;
         }
         Err(e) => tracing::debug!(seq, error = %e, "reply not sent"),
     }

@@ -111,6 +111,14 @@ impl RpcServer {
         if instance.address.is_empty() {
             instance.address = self.local_addr().to_string();
         }
+        // Lets tools show an instance's age (`getty list`).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        instance
+            .metadata
+            .entry("registered_at".to_string())
+            .or_insert_with(|| now.to_string());
         let reg = registry.register(instance).await?;
         let id = reg.instance().instance_id.clone();
         self.registrations

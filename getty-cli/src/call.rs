@@ -1,0 +1,157 @@
+//! `getty call TARGET SERVICE.METHOD [JSON]`: one two-way call over the JSON codec.
+
+use std::io::Read;
+
+use clap::Args;
+use getty_rpc::CallOptions;
+
+use crate::output;
+use crate::target::{self, Conn, ConnArgs};
+use crate::{Failure, Result};
+
+const EXAMPLES: &str = "\
+Examples:
+  getty call 127.0.0.1:7200 echo.Echo.Echo '{\"text\":\"hi\"}'
+  echo '{\"a\":1,\"b\":2}' | getty call 127.0.0.1:7200 test.Math.Add -
+  getty call ws://127.0.0.1:7300/rpc test.Math.Add -d @request.json --compact
+  getty call tls://localhost:7400 test.Math.Add '{\"a\":1,\"b\":2}' --ca ca.pem --cert me.pem --key me.key
+  getty call etcd://127.0.0.1:2379/getty echo.Echo.Echo '{\"text\":\"hi\"}' -H user=ann -t 2s
+  getty call 'static://10.0.0.1:7200,10.0.0.2:7200?service=echo.Echo' echo.Echo.Echo '{\"text\":\"hi\"}'
+
+With a registry URL the service's instances are looked up there and one is chosen by the
+load balancer. Without JSON the request is `null` (what a method taking no argument expects).";
+
+/// Call one method with a JSON request and print the JSON reply
+#[derive(Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct CallArgs {
+    /// host:port, tls://host:port, ws://…, wss://…, or a registry URL (etcd://…,
+    /// zookeeper://…, static://…, memory://)
+    #[arg(value_name = "TARGET")]
+    target: String,
+    /// The method: the service is everything before the last dot (greeter.Greeter.SayHello)
+    #[arg(value_name = "SERVICE.METHOD")]
+    method: String,
+    /// The request as JSON; `-` reads it from stdin
+    #[arg(value_name = "JSON")]
+    json: Option<String>,
+    /// The request: JSON text, @FILE, or @- for stdin
+    #[arg(short = 'd', long, value_name = "DATA", conflicts_with = "json")]
+    data: Option<String>,
+    /// Metadata sent with the call (repeatable)
+    #[arg(short = 'H', long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+    /// Print the reply on one line
+    #[arg(long)]
+    compact: bool,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// `greeter.Greeter.SayHello` → (`greeter.Greeter`, `SayHello`).
+fn split_method(s: &str) -> Result<(&str, &str)> {
+    match s.rsplit_once('.') {
+        Some((service, method)) if !service.is_empty() && !method.is_empty() => {
+            Ok((service, method))
+        }
+        _ => Err(Failure::usage(format!(
+            "{s:?} is not SERVICE.METHOD (e.g. echo.Echo.Echo)"
+        ))),
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure::usage(format!("cannot read the request from stdin: {e}")))?;
+    Ok(buf)
+}
+
+/// The request body: checked to be JSON, sent as written.
+fn request_body(json: Option<&str>, data: Option<&str>) -> Result<Vec<u8>> {
+    let raw = match (json, data) {
+        (Some("-"), _) | (_, Some("@-")) => read_stdin()?,
+        (_, Some(d)) if d.starts_with('@') => std::fs::read(&d[1..])
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", &d[1..])))?,
+        (Some(text), _) | (_, Some(text)) => text.as_bytes().to_vec(),
+        (None, None) => b"null".to_vec(),
+    };
+    let text =
+        String::from_utf8(raw).map_err(|_| Failure::usage("the request is not UTF-8 text"))?;
+    let text = text.trim();
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| Failure::usage(format!("the request is not valid JSON: {e}")))?;
+    Ok(text.as_bytes().to_vec())
+}
+
+pub async fn run(a: CallArgs) -> Result {
+    let (service, method) = split_method(&a.method)?;
+    let body = request_body(a.json.as_deref(), a.data.as_deref())?;
+    let conn = Conn::open(&a.target, Some(service), &a.conn).await?;
+    let opts = CallOptions {
+        timeout: Some(a.conn.timeout),
+        metadata: a.meta,
+        codec: None,
+    };
+    let reply = conn.call(service, method, body.into(), opts).await;
+    conn.close().await;
+    let reply = reply.map_err(target::call_failure)?;
+    if reply.is_empty() {
+        return Ok(());
+    }
+    let text = match std::str::from_utf8(&reply) {
+        Ok(t) if serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() => {
+            output::json_layout(t, !a.compact)
+        }
+        // Not JSON after all: show it as it is.
+        _ => String::from_utf8_lossy(&reply).into_owned(),
+    };
+    output::line(&text);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_split_at_the_last_dot() {
+        assert_eq!(
+            split_method("greeter.Greeter.SayHello").unwrap(),
+            ("greeter.Greeter", "SayHello")
+        );
+        assert_eq!(split_method("a.B").unwrap(), ("a", "B"));
+        for bad in ["Echo", ".Echo", "echo.", ""] {
+            assert!(split_method(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies() {
+        assert_eq!(request_body(None, None).unwrap(), b"null");
+        assert_eq!(
+            request_body(Some(" {\"a\":1} "), None).unwrap(),
+            b"{\"a\":1}"
+        );
+        assert_eq!(request_body(None, Some("[1]")).unwrap(), b"[1]");
+        assert_eq!(request_body(Some("{nope"), None).unwrap_err().code, 2);
+        assert_eq!(
+            request_body(None, Some("@/nonexistent/x"))
+                .unwrap_err()
+                .code,
+            2
+        );
+        assert!(parse_meta("user=ann").is_ok());
+        assert!(parse_meta("k=").is_ok());
+        assert!(parse_meta("=v").is_err());
+        assert!(parse_meta("kv").is_err());
+    }
+}

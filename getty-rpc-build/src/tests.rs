@@ -1,0 +1,218 @@
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+
+const GREETER: &str = r#"
+syntax = "proto3";
+package demo.greeter;
+
+import "google/protobuf/empty.proto";
+
+// Greets people.
+service Greeter {
+  // Answers a greeting.
+  rpc SayHello(HelloRequest) returns (HelloReply);
+  // Tells the other side something.
+  // @oneway
+  rpc Notify(HelloRequest) returns (google.protobuf.Empty);
+}
+
+message HelloRequest { string name = 1; }
+message HelloReply { string message = 1; Mood mood = 2; oneof extra { string note = 3; int32 n = 4; } }
+enum Mood { MOOD_UNKNOWN = 0; MOOD_HAPPY = 1; }
+"#;
+
+fn write_proto(dir: &Path, name: &str, text: &str) {
+    fs::write(dir.join(name), text).unwrap();
+}
+
+/// Generates `GREETER` into `out`, the way a build script would (minus the cargo lines).
+fn generate(src: &Path, out: &Path) -> io::Result<String> {
+    write_proto(src, "greeter.proto", GREETER);
+    Builder::new()
+        .out_dir(out)
+        .emit_rerun_if_changed(false)
+        .compile(&[src.join("greeter.proto")], &[src])?;
+    Ok(fs::read_to_string(out.join("demo.greeter.rs")).unwrap())
+}
+
+fn assert_stubs(code: &str) {
+    for needle in [
+        "pub trait Greeter: ::core::marker::Send + ::core::marker::Sync + 'static {",
+        "fn say_hello(",
+        "req: HelloRequest,",
+        "::core::result::Result<HelloReply, ::getty_rpc::RpcError>",
+        "fn notify(",
+        "impl ::core::future::Future<Output = ()> + ::core::marker::Send;",
+        "pub struct GreeterServer;",
+        "pub const NAME: &'static str = \"demo.greeter.Greeter\";",
+        "pub const METHODS: &'static [&'static str] = &[\"SayHello\", \"Notify\"];",
+        "pub const ONE_WAY: &'static [&'static str] = &[\"Notify\"];",
+        "router.add::<::getty_rpc::Prost, HelloRequest, HelloReply, _, _>(",
+        "router.add_one_way::<::getty_rpc::Prost, HelloRequest, _, _>(",
+        "pub struct GreeterClient {",
+        "pub async fn say_hello(&self, req: &HelloRequest)",
+        "pub async fn say_hello_with(&self, req: &HelloRequest, opts: ::getty_rpc::CallOptions)",
+        ".call::<::getty_rpc::Prost, HelloRequest, HelloReply>(GreeterServer::NAME, \"SayHello\", req, opts)",
+        ".notify::<::getty_rpc::Prost, HelloRequest>(GreeterServer::NAME, \"Notify\", req, opts)",
+        // Comments become docs, without the marker.
+        "/// Greets people.",
+        "    /// Answers a greeting.",
+        "    /// Tells the other side something.",
+        // serde on messages, enums and oneofs.
+        "#[derive(serde::Serialize, serde::Deserialize)]\n#[serde(default)]\n#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]\npub struct HelloRequest",
+        "#[derive(serde::Serialize, serde::Deserialize)]\n#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]\n#[repr(i32)]\npub enum Mood",
+        "#[derive(serde::Serialize, serde::Deserialize)]\n    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]\n    pub enum Extra",
+    ] {
+        assert!(code.contains(needle), "missing {needle:?} in:\n{code}");
+    }
+    assert!(
+        !code.contains(ONEWAY_MARKER),
+        "marker left in docs:\n{code}"
+    );
+    assert!(!code.contains("compile_error"), "{code}");
+}
+
+#[test]
+fn generates_messages_with_serde_and_service_stubs() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let code = generate(src.path(), out.path()).unwrap();
+    assert_stubs(&code);
+    // The well-known types are not generated; Empty is `()`.
+    assert!(!out.path().join("google.protobuf.rs").exists());
+    assert!(code.contains("req: HelloRequest"));
+}
+
+/// Runs in a child process (see below) with no `protoc` anywhere: `PROTOC` points nowhere and
+/// `PATH` is empty. Ignored unless the parent test starts it.
+#[test]
+#[ignore = "started by generation_needs_no_protoc in a child process"]
+fn child_generate_without_protoc() {
+    let Some(out) = std::env::var_os("GETTY_RPC_BUILD_CHILD_OUT") else {
+        return;
+    };
+    assert_eq!(std::env::var_os("PATH").as_deref(), Some("".as_ref()));
+    assert!(
+        Command::new("protoc").arg("--version").status().is_err(),
+        "protoc is reachable"
+    );
+    let src = tempfile::tempdir().unwrap();
+    let code = generate(src.path(), Path::new(&out)).unwrap();
+    assert_stubs(&code);
+}
+
+#[test]
+fn generation_needs_no_protoc() {
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "tests::child_generate_without_protoc",
+            "--test-threads=1",
+        ])
+        .env("PATH", "")
+        .env("PROTOC", "/nonexistent/protoc")
+        .env_remove("PROTOC_INCLUDE")
+        .env("GETTY_RPC_BUILD_CHILD_OUT", out.path())
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "generation without protoc failed:\n{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    // The child really generated (the test did not skip).
+    let code = fs::read_to_string(out.path().join("demo.greeter.rs")).unwrap();
+    assert_stubs(&code);
+}
+
+#[test]
+fn streaming_rpcs_are_refused() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_proto(
+        src.path(),
+        "s.proto",
+        "syntax = \"proto3\"; package s; message M {} service S { rpc Watch(M) returns (stream M); }",
+    );
+    let err = Builder::new()
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[src.path().join("s.proto")], &[src.path()])
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("rpc Watch of service s.S streams"), "{msg}");
+}
+
+#[test]
+fn stub_name_clashes_are_reported() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_proto(
+        src.path(),
+        "c.proto",
+        "syntax = \"proto3\"; package c; message M {} \
+         service S { rpc Get(M) returns (M); rpc GetWith(M) returns (M); rpc New(M) returns (M); }",
+    );
+    let err = Builder::new()
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[src.path().join("c.proto")], &[src.path()])
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("`get_with` for rpc GetWith clashes"), "{msg}");
+    assert!(
+        msg.contains("`new` for rpc New clashes with SClient::new"),
+        "{msg}"
+    );
+    // The generated file fails to compile too, with the same words.
+    let code = fs::read_to_string(out.path().join("c.rs")).unwrap();
+    assert!(code.contains("::core::compile_error!"), "{code}");
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_proto(src.path(), "bad.proto", "syntax = \"proto3\"; message {");
+    let err = Builder::new()
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[src.path().join("bad.proto")], &[src.path()])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("bad.proto:1:28: expected an identifier"),
+        "{err}"
+    );
+}
+
+#[test]
+fn oneway_marker_is_found_and_removed() {
+    let mut c = prost_build::Comments {
+        leading_detached: vec![],
+        leading: vec![" Fire and forget.".into(), " @oneway".into()],
+        trailing: vec![],
+    };
+    assert!(take_oneway(&mut c));
+    assert_eq!(c.leading, vec![" Fire and forget.".to_string()]);
+    let mut c = prost_build::Comments {
+        leading_detached: vec![],
+        leading: vec![" Not @onewayish.".into()],
+        trailing: vec![" @oneway".into()],
+    };
+    assert!(take_oneway(&mut c));
+    assert_eq!(c.leading, vec![" Not @onewayish.".to_string()]);
+    assert!(c.trailing.is_empty());
+    let mut c = prost_build::Comments {
+        leading_detached: vec![],
+        leading: vec![" Two-way.".into()],
+        trailing: vec![],
+    };
+    assert!(!take_oneway(&mut c));
+}

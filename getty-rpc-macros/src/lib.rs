@@ -1,0 +1,815 @@
+//! The `#[service]` attribute of getty-rpc: typed client stubs and server traits for serde
+//! services. Use it through its re-export, `getty_rpc::service`, whose documentation is below.
+
+use std::collections::HashMap;
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, Path, PathArguments,
+    ReturnType, Signature, TraitItem, TraitItemFn, Type, TypeParamBound, parse_quote,
+};
+
+/// Turns a Rust trait into a getty-rpc service that either peer of a connection can serve and
+/// call: define the service once, get a server trait and a typed client stub.
+///
+/// ```
+/// use std::sync::Arc;
+/// use getty_rpc::{Context, Router, RpcError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct AddRequest { pub a: i64, pub b: i64 }
+///
+/// /// A calculator.
+/// #[getty_rpc::service(name = "calc.Calculator")]
+/// pub trait Calculator {
+///     /// Adds.
+///     async fn add(&self, ctx: Context, req: AddRequest) -> Result<i64, RpcError>;
+///     /// Writes a line to the server's log; no reply.
+///     #[oneway]
+///     async fn log(&self, ctx: Context, line: String);
+/// }
+///
+/// struct Calc;
+/// impl Calculator for Calc {
+///     async fn add(&self, _ctx: Context, req: AddRequest) -> Result<i64, RpcError> {
+///         Ok(req.a + req.b)
+///     }
+///     async fn log(&self, ctx: Context, line: String) {
+///         println!("{:?} says {line}", ctx.peer().remote_addr());
+///     }
+/// }
+///
+/// // Serving (on either side: an RpcServer's or an RpcClient's router):
+/// let mut router = Router::new();
+/// CalculatorServer::register(&mut router, Arc::new(Calc));
+/// assert_eq!(CalculatorServer::NAME, "calc.Calculator");
+/// assert_eq!(CalculatorServer::METHODS, ["Add", "Log"]);
+/// assert_eq!(CalculatorServer::ONE_WAY, ["Log"]);
+///
+/// // Calling, given a `peer` (client.peer()?, server.peers(), ctx.peer().clone()):
+/// async fn call(peer: getty_rpc::Peer) -> Result<(), RpcError> {
+///     let calc = CalculatorClient::new(peer);
+///     let sum = calc.add(&AddRequest { a: 1, b: 2 }).await?;
+///     calc.log(&format!("1 + 2 = {sum}")).await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// # What it generates
+///
+/// - **The trait**, rewritten so every method returns `impl Future<Output = ...> + Send`
+///   (implementors still write `async fn`; their futures must be `Send`), with
+///   `Send + Sync + 'static` added to its supertraits. A method may have a default body.
+/// - **`{Trait}Server`**, a unit struct with the wire names, `NAME`, `METHODS` (in declaration
+///   order) and `ONE_WAY`, and `register(&mut Router, Arc<impl Trait>) -> &mut Router`, which
+///   serves every method with the JSON codec (`getty_rpc::Json`).
+/// - **`{Trait}Client`**, a stub over a `Peer`: `new(peer)`, `with_defaults(CallOptions)`,
+///   `peer()`, and per method `m(&req)` and `m_with(&req, CallOptions)` (timeout, metadata,
+///   codec). A two-way stub returns `Result<Reply, RpcError>`; a one-way stub returns
+///   `Result<(), RpcError>` once the request is queued. The trait's and methods' doc comments
+///   are repeated on the stub and its methods.
+///
+/// # Methods
+///
+/// Each method is `async fn name(&self, ctx: Context, req: Request) -> Result<Reply, E>`:
+/// exactly one owned request type and, for a two-way method, `Result<Reply, E>` where
+/// `E: Into<RpcError>` (usually `RpcError` itself; `Result<Reply>` aliases work too). Request
+/// and reply are serde types. `#[oneway]` marks a method that never answers: it has no
+/// return type, and the stub sends a one-way frame (`Peer::notify`).
+///
+/// # Wire names
+///
+/// The service is `name = "..."` if given, else the trait's name. A method is its Rust name in
+/// UpperCamelCase (`add` → `Add`, `say_hello` → `SayHello`, as .proto rpcs are usually
+/// written), unless `#[method(name = "...")]` on the method says otherwise.
+///
+/// # Arguments
+///
+/// - `name = "pkg.Service"`: the service's wire name.
+/// - `crate = "getty::rpc"`: where getty-rpc is, for crates that reach it through the `getty`
+///   facade only (default `::getty_rpc`).
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = syn::parse_macro_input!(item as ItemTrait);
+    let fallback = without_our_attributes(item.clone());
+    let mut args = Args::default();
+    let parser = syn::meta::parser(|meta| args.parse(meta));
+    let expanded = syn::parse::Parser::parse(parser, attr).and_then(|()| expand(args, item));
+    match expanded {
+        Ok(ts) => ts.into(),
+        // The trait as written (minus our attributes) still goes out, so the errors above are
+        // the only ones: no cascade of "cannot find trait" or unused imports.
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#e #fallback).into()
+        }
+    }
+}
+
+fn is_ours(a: &Attribute) -> bool {
+    a.path().is_ident("oneway") || a.path().is_ident("method")
+}
+
+fn without_our_attributes(mut item: ItemTrait) -> ItemTrait {
+    for ti in &mut item.items {
+        if let TraitItem::Fn(f) = ti {
+            f.attrs.retain(|a| !is_ours(a));
+        }
+    }
+    item
+}
+
+#[derive(Default)]
+struct Args {
+    name: Option<LitStr>,
+    krate: Option<Path>,
+}
+
+impl Args {
+    fn parse(&mut self, meta: syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+        if meta.path.is_ident("name") {
+            let lit: LitStr = meta.value()?.parse()?;
+            if lit.value().trim().is_empty() || lit.value().contains(char::is_whitespace) {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "the service name must be non-empty and without spaces, such as \"calc.Calculator\"",
+                ));
+            }
+            if self.name.replace(lit).is_some() {
+                return Err(meta.error("`name` is given twice"));
+            }
+            Ok(())
+        } else if meta.path.is_ident("crate") {
+            let lit: LitStr = meta.value()?.parse()?;
+            let path: Path = lit.parse().map_err(|_| {
+                syn::Error::new(
+                    lit.span(),
+                    "`crate` must be the path getty-rpc is reachable at, such as \"getty::rpc\"",
+                )
+            })?;
+            if self.krate.replace(path).is_some() {
+                return Err(meta.error("`crate` is given twice"));
+            }
+            Ok(())
+        } else {
+            Err(meta.error(
+                "unknown argument: #[service] takes `name = \"pkg.Service\"` and \
+                 `crate = \"path::to::getty_rpc\"`, both optional",
+            ))
+        }
+    }
+}
+
+/// One method of the service, checked.
+struct Method {
+    ident: Ident,
+    wire: String,
+    oneway: bool,
+    docs: Vec<Attribute>,
+    ctx_ty: Type,
+    req_ident: Ident,
+    req_ty: Type,
+    /// The reply type (`T` of `Result<T, E>`); `None` for one-way methods.
+    reply_ty: Option<Type>,
+    /// The rewritten trait item.
+    item: TraitItemFn,
+}
+
+/// Collects every problem instead of stopping at the first.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, span: Span, msg: impl std::fmt::Display) {
+        let e = syn::Error::new(span, msg);
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+    fn push_spanned(&mut self, tokens: impl ToTokens, msg: impl std::fmt::Display) {
+        let e = syn::Error::new_spanned(tokens, msg);
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+    fn append(&mut self, other: Errors) {
+        if let Some(e) = other.0 {
+            match &mut self.0 {
+                Some(all) => all.combine(e),
+                None => self.0 = Some(e),
+            }
+        }
+    }
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
+    let mut errs = Errors::default();
+    let krate: Path = args.krate.unwrap_or_else(|| parse_quote!(::getty_rpc));
+    let trait_ident = item.ident.clone();
+    let service_name = args
+        .name
+        .as_ref()
+        .map_or_else(|| trait_ident.unraw().to_string(), LitStr::value);
+
+    if let Some(u) = &item.unsafety {
+        errs.push(u.span, "a service trait cannot be `unsafe`");
+    }
+    if let Some(a) = &item.auto_token {
+        errs.push(a.span, "a service trait cannot be an `auto` trait");
+    }
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errs.push_spanned(
+            &item.generics,
+            "a service trait cannot be generic: the server registers concrete request and reply types",
+        );
+    }
+
+    let mut methods = Vec::new();
+    for ti in &item.items {
+        match ti {
+            TraitItem::Fn(f) => {
+                if let Some(m) = check_method(f, &mut errs) {
+                    methods.push(m);
+                }
+            }
+            other => errs.push_spanned(
+                other,
+                "a #[service] trait holds only `async fn` methods (no consts, types or macros)",
+            ),
+        }
+    }
+
+    // Wire names must be unique; stub method names must not collide with each other or with
+    // the stub's own `new`, `with_defaults` and `peer`.
+    let mut wires: HashMap<&str, &Ident> = HashMap::new();
+    let mut stub_names: HashMap<String, String> = ["new", "with_defaults", "peer"]
+        .iter()
+        .map(|s| (s.to_string(), format!("the client stub's own `{s}`")))
+        .collect();
+    for m in &methods {
+        if let Some(prev) = wires.insert(&m.wire, &m.ident) {
+            errs.push(
+                m.ident.span(),
+                format!(
+                    "method `{}` has the wire name {:?}, as `{prev}` already does; \
+                     rename one or give it #[method(name = \"...\")]",
+                    m.ident, m.wire
+                ),
+            );
+        }
+        let base = m.ident.unraw().to_string();
+        for stub in [base.clone(), format!("{base}_with")] {
+            let owner = format!("the stub method `{stub}` of `{}`", m.ident);
+            if let Some(prev) = stub_names.insert(stub.clone(), owner) {
+                errs.push(
+                    m.ident.span(),
+                    format!(
+                        "the client stub method `{stub}` generated for `{}` clashes with {prev}; rename the method",
+                        m.ident
+                    ),
+                );
+            }
+        }
+    }
+    errs.finish()?;
+
+    // The trait, rewritten.
+    item.supertraits.push(parse_quote!(::core::marker::Send));
+    item.supertraits.push(parse_quote!(::core::marker::Sync));
+    item.supertraits
+        .push(TypeParamBound::Lifetime(parse_quote!('static)));
+    if item.colon_token.is_none() {
+        item.colon_token = Some(Default::default());
+    }
+    item.items = methods
+        .iter()
+        .map(|m| TraitItem::Fn(m.item.clone()))
+        .collect();
+
+    let vis = &item.vis;
+    let server_ident = format_ident!("{}Server", trait_ident.unraw());
+    let client_ident = format_ident!("{}Client", trait_ident.unraw());
+    let trait_docs: Vec<&Attribute> = item.attrs.iter().filter(|a| is_doc(a)).collect();
+    let all_wires: Vec<&str> = methods.iter().map(|m| m.wire.as_str()).collect();
+    let one_way: Vec<&str> = methods
+        .iter()
+        .filter(|m| m.oneway)
+        .map(|m| m.wire.as_str())
+        .collect();
+
+    let registrations = methods.iter().map(|m| {
+        let Method {
+            ident,
+            wire,
+            req_ty,
+            ctx_ty,
+            ..
+        } = m;
+        // The context argument carries the user's type span, so a wrong `Context` type is
+        // reported at the parameter that names it.
+        let ctx_arg = quote_spanned!(ctx_ty.span()=> ctx);
+        match &m.reply_ty {
+            Some(reply_ty) => quote! {
+                {
+                    let svc = ::std::sync::Arc::clone(&svc);
+                    router.add::<#krate::Json, #req_ty, #reply_ty, _, _>(
+                        Self::NAME,
+                        #wire,
+                        move |ctx: #krate::Context, req: #req_ty| {
+                            let svc = ::std::sync::Arc::clone(&svc);
+                            async move {
+                                #trait_ident::#ident(&*svc, #ctx_arg, req)
+                                    .await
+                                    .map_err(::core::convert::Into::into)
+                            }
+                        },
+                    );
+                }
+            },
+            None => quote! {
+                {
+                    let svc = ::std::sync::Arc::clone(&svc);
+                    router.add_one_way::<#krate::Json, #req_ty, _, _>(
+                        Self::NAME,
+                        #wire,
+                        move |ctx: #krate::Context, req: #req_ty| {
+                            let svc = ::std::sync::Arc::clone(&svc);
+                            async move { #trait_ident::#ident(&*svc, #ctx_arg, req).await }
+                        },
+                    );
+                }
+            },
+        }
+    });
+
+    let stubs = methods.iter().map(|m| {
+        let Method {
+            ident,
+            wire,
+            req_ty,
+            req_ident,
+            docs,
+            ..
+        } = m;
+        let with_ident = format_ident!("{}_with", ident.unraw(), span = ident.span());
+        let with_doc = format!(
+            " As [`Self::{}`], with explicit call options (timeout, metadata, codec); the \
+             client's defaults are not used.",
+            ident.unraw()
+        );
+        let kind_doc = if m.oneway {
+            format!(
+                " One-way: sends `{service_name}.{wire}` and returns once it is queued; no reply."
+            )
+        } else {
+            format!(" Calls `{service_name}.{wire}` and waits for the reply.")
+        };
+        let docs_sep = if docs.is_empty() {
+            quote!()
+        } else {
+            quote!(#[doc = ""])
+        };
+        let (ret, body) = match &m.reply_ty {
+            Some(reply_ty) => (
+                quote!(::core::result::Result<#reply_ty, #krate::RpcError>),
+                quote! {
+                    self.peer
+                        .call::<#krate::Json, #req_ty, #reply_ty>(
+                            #server_ident::NAME, #wire, #req_ident, opts,
+                        )
+                        .await
+                },
+            ),
+            None => (
+                quote!(::core::result::Result<(), #krate::RpcError>),
+                quote! {
+                    self.peer
+                        .notify::<#krate::Json, #req_ty>(#server_ident::NAME, #wire, #req_ident, opts)
+                        .await
+                },
+            ),
+        };
+        quote! {
+            #(#docs)*
+            #docs_sep
+            #[doc = #kind_doc]
+            pub async fn #ident(&self, #req_ident: &#req_ty) -> #ret {
+                self.#with_ident(#req_ident, ::core::clone::Clone::clone(&self.defaults)).await
+            }
+
+            #(#docs)*
+            #docs_sep
+            #[doc = #with_doc]
+            pub async fn #with_ident(&self, #req_ident: &#req_ty, opts: #krate::CallOptions) -> #ret {
+                #body
+            }
+        }
+    });
+
+    let server_doc = format!(
+        " The `{service_name}` service: its wire names, and registration of a [`{trait_ident}`] \
+         implementation into a router (messages as JSON)."
+    );
+    let client_doc = format!(
+        " Client stub of the `{service_name}` service: calls the peer at the other end of one \
+         connection, whichever side opened it."
+    );
+    let register_doc = " Serves every method of `svc` from `router`, under [`Self::NAME`]. \
+                        Replaces methods of the same names registered before. The same `svc` \
+                        may be registered in several routers.";
+    let sep = if trait_docs.is_empty() {
+        quote!()
+    } else {
+        quote!(#[doc = ""])
+    };
+
+    Ok(quote! {
+        #item
+
+        #[doc = #server_doc]
+        #sep
+        #(#trait_docs)*
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #server_ident;
+
+        impl #server_ident {
+            /// The service name on the wire.
+            pub const NAME: &'static str = #service_name;
+            /// Wire names of every method, in declaration order.
+            pub const METHODS: &'static [&'static str] = &[#(#all_wires),*];
+            /// Wire names of the one-way methods (a subset of [`Self::METHODS`]).
+            pub const ONE_WAY: &'static [&'static str] = &[#(#one_way),*];
+
+            #[doc = #register_doc]
+            pub fn register<T: #trait_ident>(
+                router: &mut #krate::Router,
+                svc: ::std::sync::Arc<T>,
+            ) -> &mut #krate::Router {
+                #(#registrations)*
+                router
+            }
+        }
+
+        #[doc = #client_doc]
+        #sep
+        #(#trait_docs)*
+        #[derive(Clone, Debug)]
+        #vis struct #client_ident {
+            peer: #krate::Peer,
+            defaults: #krate::CallOptions,
+        }
+
+        impl #client_ident {
+            /// A stub calling `peer` (from `RpcClient::peer()`, `RpcServer::peers()` or a
+            /// handler's `ctx.peer()`).
+            pub fn new(peer: #krate::Peer) -> Self {
+                Self { peer, defaults: #krate::CallOptions::default() }
+            }
+            /// Options for the methods without `_with`, such as a codec, a timeout or
+            /// metadata sent with every call.
+            pub fn with_defaults(mut self, opts: #krate::CallOptions) -> Self {
+                self.defaults = opts;
+                self
+            }
+            /// The peer this stub calls.
+            pub fn peer(&self) -> &#krate::Peer {
+                &self.peer
+            }
+
+            #(#stubs)*
+        }
+    })
+}
+
+fn is_doc(a: &Attribute) -> bool {
+    a.path().is_ident("doc")
+}
+
+/// `say_hello` → `SayHello`.
+fn upper_camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut up = true;
+    for c in s.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last path segment of a type, if it is a plain path.
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
+        Type::Group(g) => last_segment(&g.elem),
+        Type::Paren(p) => last_segment(&p.elem),
+        _ => None,
+    }
+}
+
+/// `T` of `Result<T>` or `Result<T, E>`.
+fn result_ok_type(ty: &Type) -> Option<&Type> {
+    let seg = last_segment(ty)?;
+    if seg.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    let types: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    match types.as_slice() {
+        [ok] | [ok, _] => Some(ok),
+        _ => None,
+    }
+}
+
+/// A type the wire can produce: owned, no `impl Trait`.
+fn check_owned(ty: &Type, what: &str, errs: &mut Errors) {
+    match ty {
+        Type::Reference(_) => errs.push_spanned(
+            ty,
+            format!(
+                "the {what} type must be owned, since it is decoded from the wire: \
+                 use `String` for `&str`, `Vec<T>` for `&[T]`"
+            ),
+        ),
+        Type::ImplTrait(_) => errs.push_spanned(
+            ty,
+            format!("the {what} type must be a concrete type, not `impl Trait`"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
+    let sig = &f.sig;
+    let mut local = Errors::default();
+
+    // Our attributes: #[oneway] and #[method(name = "...")].
+    let mut oneway = false;
+    let mut wire: Option<String> = None;
+    let mut attrs = Vec::new();
+    for a in &f.attrs {
+        if a.path().is_ident("oneway") {
+            if !matches!(a.meta, syn::Meta::Path(_)) {
+                local.push_spanned(a, "`#[oneway]` takes no arguments");
+            } else if oneway {
+                local.push_spanned(a, "`#[oneway]` is given twice");
+            }
+            oneway = true;
+        } else if a.path().is_ident("method") {
+            let r = a.parse_nested_meta(|meta| {
+                if meta.path.is_ident("name") {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if lit.value().is_empty() || lit.value().contains(char::is_whitespace) {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "a method's wire name must be non-empty and without spaces",
+                        ));
+                    }
+                    wire = Some(lit.value());
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown argument: #[method] takes `name = \"WireName\"`"))
+                }
+            });
+            if let Err(e) = r {
+                local.push(e.span(), e);
+            }
+        } else {
+            attrs.push(a.clone());
+        }
+    }
+
+    if let Some(c) = &sig.constness {
+        local.push(c.span, "a service method cannot be `const`");
+    }
+    if let Some(u) = &sig.unsafety {
+        local.push(u.span, "a service method cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        local.push_spanned(abi, "a service method cannot have an `extern` ABI");
+    }
+    if sig.asyncness.is_none() {
+        local.push(
+            sig.fn_token.span,
+            format!(
+                "service methods must be `async fn`: write `async fn {}(&self, ctx: Context, req: Request) -> Result<Reply, RpcError>`",
+                sig.ident
+            ),
+        );
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        let span_of: &dyn ToTokens = if sig.generics.params.is_empty() {
+            &sig.generics.where_clause
+        } else {
+            &sig.generics
+        };
+        local.push_spanned(
+            span_of,
+            "service methods cannot be generic: the request and reply types must be concrete, \
+             since they are decoded from the wire",
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        local.push_spanned(v, "a service method cannot be variadic");
+    }
+
+    let mut inputs = sig.inputs.iter().peekable();
+    // &self (a missing receiver is not taken for the context)
+    if !matches!(inputs.peek(), Some(FnArg::Receiver(_)) | None) {
+        local.push_spanned(
+            inputs.peek(),
+            "service methods take `&self` first: write `(&self, ctx: Context, req: Request)`",
+        );
+    } else {
+        match inputs.next() {
+            Some(FnArg::Receiver(r))
+                if r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none() => {}
+            Some(FnArg::Receiver(r)) => local.push_spanned(
+                r,
+                "service methods take `&self`: one service value serves every call, concurrently \
+                 (use interior mutability for state)",
+            ),
+            Some(_) => unreachable!("peeked"),
+            None => local.push(
+                sig.paren_token.span.join(),
+                "service methods take `&self` first: write `(&self, ctx: Context, req: Request)`",
+            ),
+        }
+    }
+    // ctx: Context
+    let ctx_ty = match inputs.next() {
+        Some(FnArg::Typed(pt)) if last_segment(&pt.ty).is_some_and(|s| s.ident == "Context") => {
+            Some((*pt.ty).clone())
+        }
+        Some(other) => {
+            local.push_spanned(
+                other,
+                "the parameter after `&self` must be the call context, `ctx: Context` \
+                 (the caller's peer, deadline and metadata)",
+            );
+            None
+        }
+        None => {
+            local.push(
+                sig.paren_token.span.join(),
+                "missing the call context: write `(&self, ctx: Context, req: Request)`",
+            );
+            None
+        }
+    };
+    // the one request
+    let req = match inputs.next() {
+        Some(FnArg::Typed(pt)) => {
+            check_owned(&pt.ty, "request", &mut local);
+            let ident = match &*pt.pat {
+                // `opts` is the `_with` stubs' own parameter.
+                Pat::Ident(pi) if pi.ident != "_" && pi.ident != "opts" => {
+                    Ident::new(&pi.ident.unraw().to_string(), pi.ident.span())
+                }
+                _ => Ident::new("req", Span::call_site()),
+            };
+            Some((ident, (*pt.ty).clone()))
+        }
+        Some(other) => {
+            local.push_spanned(other, "expected the request parameter");
+            None
+        }
+        None if ctx_ty.is_some() => {
+            local.push(
+                sig.paren_token.span.join(),
+                "missing the request parameter after `ctx: Context` (write `_req: ()` if the \
+                 method needs none)",
+            );
+            None
+        }
+        None => None,
+    };
+    let extra: Vec<&FnArg> = inputs.collect();
+    if let Some(first) = extra.first() {
+        local.push_spanned(
+            first,
+            "a service method takes one request parameter: put several values in one struct \
+             (or a tuple)",
+        );
+    }
+
+    // The reply.
+    let reply_ty = match (&sig.output, oneway) {
+        (ReturnType::Default, true) => None,
+        (ReturnType::Type(_, ty), true) => {
+            if !matches!(&**ty, Type::Tuple(t) if t.elems.is_empty()) {
+                local.push_spanned(
+                    &sig.output,
+                    "a `#[oneway]` method sends no reply, so it cannot return a value: remove the return type",
+                );
+            }
+            None
+        }
+        (ReturnType::Default, false) => {
+            local.push(
+                sig.ident.span(),
+                format!(
+                    "`{}` returns nothing, but a two-way method must return \
+                     `Result<Reply, RpcError>` (the error reaches the caller); mark it \
+                     `#[oneway]` if it sends no reply",
+                    sig.ident
+                ),
+            );
+            None
+        }
+        (ReturnType::Type(_, ty), false) => match result_ok_type(ty) {
+            Some(ok) => {
+                check_owned(ok, "reply", &mut local);
+                Some(ok.clone())
+            }
+            None => {
+                local.push_spanned(
+                    ty,
+                    "a two-way method must return `Result<Reply, RpcError>` (the error reaches \
+                     the caller); mark it `#[oneway]` if it sends no reply",
+                );
+                None
+            }
+        },
+    };
+
+    if local.0.is_some() {
+        errs.append(local);
+        return None;
+    }
+    let (req_ident, req_ty) = req?;
+    let ctx_ty = ctx_ty?;
+
+    // The rewritten trait method: `fn m(..) -> impl Future<Output = R> + Send`.
+    let output: Type = match &sig.output {
+        ReturnType::Type(_, ty) if !oneway => (**ty).clone(),
+        _ => parse_quote!(()),
+    };
+    let mut new_sig: Signature = sig.clone();
+    new_sig.asyncness = None;
+    new_sig.output = parse_quote! {
+        -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+    };
+    let default = f
+        .default
+        .as_ref()
+        .map(|block| -> syn::Block { parse_quote!({ async move #block }) });
+    let item = TraitItemFn {
+        attrs,
+        sig: new_sig,
+        default,
+        semi_token: if f.default.is_some() {
+            None
+        } else {
+            Some(Default::default())
+        },
+    };
+    Some(Method {
+        wire: wire.unwrap_or_else(|| upper_camel(&sig.ident.unraw().to_string())),
+        ident: sig.ident.clone(),
+        oneway,
+        docs: f.attrs.iter().filter(|a| is_doc(a)).cloned().collect(),
+        ctx_ty,
+        req_ident,
+        req_ty,
+        reply_ty,
+        item,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upper_camel;
+
+    #[test]
+    fn wire_names() {
+        assert_eq!(upper_camel("add"), "Add");
+        assert_eq!(upper_camel("say_hello"), "SayHello");
+        assert_eq!(upper_camel("get_v2_item"), "GetV2Item");
+        assert_eq!(upper_camel("_private"), "Private");
+    }
+}

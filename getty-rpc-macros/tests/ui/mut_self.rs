@@ -1,0 +1,9 @@
+use getty_rpc::{Context, RpcError};
+
+#[getty_rpc::service]
+trait Calc {
+    async fn add(&mut self, ctx: Context, req: (i64, i64)) -> Result<i64, RpcError>;
+    async fn sub(self, ctx: Context, req: (i64, i64)) -> Result<i64, RpcError>;
+}
+
+fn main() {}

@@ -1,0 +1,223 @@
+//! The registry server (real etcd) stopped for 10 s and restarted while a consumer calls two
+//! providers it found there: zero failed calls to the live providers, the consumer's view never
+//! empties, and the providers' registrations are back (and kept alive) after the restart.
+//!
+//! `cargo test --features etcd --test faults_registry`, with the etcd of `scripts/servers.sh up`
+//! (or `GETTY_ETCD=host:port`; the test stops and starts the script's server). Fails, never
+//! skips, when etcd is unreachable. A test binary of its own: cargo runs test binaries one after
+//! another, so stopping etcd here cannot disturb another test.
+#![cfg(feature = "etcd")]
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use getty::core::ServerBuilder;
+use getty::registry::{Query, Registry, ServiceInstance, connect};
+use getty::rpc::{
+    CallOptions, Cluster, ClusterOptions, Context, Json, Router, RpcOptions, RpcServer,
+};
+
+const SVC: &str = "faults.Who";
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/servers.sh");
+
+fn etcd_addr() -> String {
+    std::env::var("GETTY_ETCD").unwrap_or_else(|_| "127.0.0.1:23790".to_string())
+}
+
+fn require_etcd() {
+    let addr = etcd_addr();
+    let up = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(2)).is_ok());
+    assert!(
+        up,
+        "etcd is not reachable at {addr} (GETTY_ETCD): run `scripts/servers.sh up` first"
+    );
+}
+
+async fn servers(cmd: &str) {
+    let status = tokio::process::Command::new("bash")
+        .arg(SCRIPT)
+        .arg(cmd)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "scripts/servers.sh {cmd} failed");
+}
+
+/// Starts etcd again however the test ends, so that a failure here leaves it running for the
+/// tests that come after.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(SCRIPT)
+            .arg("start-etcd")
+            .status();
+    }
+}
+
+async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
+    let mut r = Router::new();
+    let me = name.to_string();
+    r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
+        let me = me.clone();
+        async move { Ok(me) }
+    });
+    let s = RpcServer::start(r, RpcOptions::default(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
+    .await
+    .unwrap();
+    s.publish(&**reg, ServiceInstance::new(SVC, "").with_instance_id(name))
+        .await
+        .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
+    require_etcd();
+    let root = format!(
+        "/getty-faults/{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let ttl = 3;
+    let url = format!("etcd://{}{root}?ttl={ttl}", etcd_addr());
+    let providers_reg = connect(&url).await.unwrap();
+    let consumer_reg = connect(&url).await.unwrap();
+    let p1 = provider(&providers_reg, "p1").await;
+    let p2 = provider(&providers_reg, "p2").await;
+    let cluster = Cluster::new(
+        consumer_reg.clone(),
+        Query::new(SVC),
+        Router::new(),
+        ClusterOptions {
+            reconnect_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    assert!(cluster.wait_connected(2, Duration::from_secs(10)).await);
+
+    // Steady calls from 4 callers, all the time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let cluster = Arc::new(cluster);
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, stop, ok, served, failures) = (
+                cluster.clone(),
+                stop.clone(),
+                ok.clone(),
+                served.clone(),
+                failures.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match c
+                        .call::<Json, _, String>(None, SVC, "Who", &(), CallOptions::new())
+                        .await
+                    {
+                        Ok(who) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            *served.lock().unwrap().entry(who).or_default() += 1;
+                        }
+                        Err(e) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("after {:?}: {e}", t.elapsed())),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The outage.
+    let _restart = RestartOnDrop;
+    let before = ok.load(Ordering::Relaxed);
+    servers("stop-etcd").await;
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen = cluster.instances().len();
+        assert_eq!(
+            seen, 2,
+            "the consumer's view lost instances during the outage"
+        );
+        assert_eq!(
+            cluster.connected().len(),
+            2,
+            "connections lost during the outage"
+        );
+    }
+    let during = ok.load(Ordering::Relaxed) - before;
+    servers("start-etcd").await;
+    eprintln!(
+        "etcd back after {:?}; {during} calls succeeded meanwhile",
+        down.elapsed()
+    );
+
+    // The registrations come back (the keepers reconnect) and stay (keep-alive resumed).
+    let check = connect(&url).await.unwrap();
+    let ids = || async {
+        let mut v: Vec<String> = check
+            .discover(&Query::new(SVC))
+            .await
+            .map(|l| l.into_iter().map(|i| i.instance_id).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let t = Instant::now();
+    while ids().await != ["p1", "p2"] {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "registrations not restored: {:?}",
+            ids().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("registrations visible {:?} after the restart", t.elapsed());
+    tokio::time::sleep(Duration::from_secs(ttl + 2)).await;
+    assert_eq!(
+        ids().await,
+        ["p1", "p2"],
+        "a registration expired after the restart"
+    );
+    assert_eq!(cluster.instances().len(), 2);
+
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let served = served.lock().unwrap().clone();
+    eprintln!(
+        "calls: {} ok, {} failed; served by {served:?}",
+        ok.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "calls to live providers failed: {failures:#?}"
+    );
+    assert!(during > 100, "only {during} calls during the outage");
+    assert!(
+        served.len() == 2 && served.values().all(|&n| n > 100),
+        "{served:?}"
+    );
+    cluster.close().await;
+    p1.shutdown(Duration::from_secs(1)).await;
+    p2.shutdown(Duration::from_secs(1)).await;
+}
