@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use getty_core::Session;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::body::{BodyCodec, Json, Prost};
 use crate::error::RpcError;
@@ -214,6 +215,7 @@ impl Peer {
         let mut frame =
             Frame::request(seq, codec, service, method, body).with_timeout_ms(budget_ms(timeout));
         frame.metadata = opts.metadata;
+        tracing::Span::current().record("seq", seq);
         tracing::trace!(service, method, seq, peer = self.id(), "rpc call");
         // From here on, dropping the call (even mid-send) removes the waiter and cancels.
         let mut call = PendingCall {
@@ -240,8 +242,15 @@ impl Peer {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
-        self.start_call_raw(service, method, codec, body, opts)
-            .await?
+        let span = tracing::debug_span!(
+            "rpc.call",
+            service,
+            method,
+            seq = tracing::field::Empty,
+            peer = self.id()
+        );
+        async { self.start_call_raw(service, method, codec, body, opts).await?.await }
+            .instrument(span)
             .await
     }
 
