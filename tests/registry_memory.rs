@@ -174,6 +174,92 @@ async fn burst_of_50_none_lost() {
     assert!(reg.discover(&q).await.unwrap().is_empty());
 }
 
+/// `Query::all()`: every service of the namespace (and nothing of another one); a watch that sees
+/// new services join, change and leave; a Directory over every service.
+#[tokio::test]
+async fn all_services_discover_and_watch() {
+    let reg = connect(&unique("all")).await.unwrap();
+    assert!(reg.discover(&Query::all()).await.unwrap().is_empty());
+    let mut early = reg.watch(&Query::all()).await.unwrap();
+    assert_eq!(next(&mut early).await, Event::Snapshot(vec![]));
+    let everything = Directory::new(reg.clone(), Query::all());
+    let other_ns = connect(&unique("all-other")).await.unwrap();
+    let _elsewhere = other_ns
+        .register(ServiceInstance::new("Elsewhere", "10.9.9.9:1"))
+        .await
+        .unwrap();
+
+    let mut regs = Vec::new();
+    for (svc, g, v, id) in [
+        ("b.Beta", "", "v2", "b2"),
+        ("a.Alpha", "g1", "v1", "a1"),
+        ("b.Beta", "", "v1", "b1"),
+    ] {
+        let inst = ServiceInstance::new(svc, format!("{id}:1"))
+            .with_group(g)
+            .with_version(v)
+            .with_instance_id(id);
+        regs.push(reg.register(inst).await.unwrap());
+        assert!(matches!(next(&mut early).await, Event::Added(i) if i.instance_id == id));
+    }
+    let ids = |l: Vec<ServiceInstance>| l.into_iter().map(|i| i.instance_id).collect::<Vec<_>>();
+    // Sorted by path key: service, group, version, instance id.
+    assert_eq!(
+        ids(reg.discover(&Query::all()).await.unwrap()),
+        ["a1", "b1", "b2"]
+    );
+    assert_eq!(
+        ids(reg.discover(&Query::all().with_group("g1")).await.unwrap()),
+        ["a1"]
+    );
+    assert_eq!(
+        ids(reg
+            .discover(&Query::all().with_version("v2"))
+            .await
+            .unwrap()),
+        ["b2"]
+    );
+    assert!(
+        everything
+            .wait_for(T, |l| l
+                .iter()
+                .map(|i| i.instance_id.as_str())
+                .eq(["a1", "b1", "b2"]))
+            .await
+    );
+    let mut late = reg.watch(&Query::all()).await.unwrap();
+    assert_eq!(
+        next(&mut late).await,
+        Event::Snapshot(reg.discover(&Query::all()).await.unwrap())
+    );
+
+    // A service that did not exist when the watches started joins, changes and leaves.
+    let c = reg
+        .register(ServiceInstance::new("c.New", "10.0.0.3:1").with_instance_id("c1"))
+        .await
+        .unwrap();
+    let ci = c.instance().clone();
+    for w in [&mut early, &mut late] {
+        assert_eq!(next(w).await, Event::Added(ci.clone()));
+    }
+    let c2 = reg.register(ci.clone().with_weight(5)).await.unwrap();
+    for w in [&mut early, &mut late] {
+        assert_eq!(next(w).await, Event::Updated(ci.clone().with_weight(5)));
+    }
+    drop(c); // superseded: removes nothing
+    c2.deregister().await.unwrap();
+    for w in [&mut early, &mut late] {
+        assert_eq!(next(w).await, Event::Removed(ci.clone().with_weight(5)));
+        assert!(w.try_next().is_none(), "nothing of the other namespace");
+    }
+    drop(regs);
+    assert!(everything.wait_for(T, |l| l.is_empty()).await);
+
+    // static:// holds one service: Query::all() lists it.
+    let st = connect("static://10.0.0.1:80?service=S").await.unwrap();
+    assert_eq!(st.discover(&Query::all()).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn directory_and_balancers() {
     let reg = connect(&unique("dir")).await.unwrap();

@@ -6,7 +6,7 @@
 //! every test uses its own root path.
 #![cfg(feature = "zookeeper")]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Stdio;
@@ -367,6 +367,162 @@ async fn watch_sees_burst_of_50() {
     assert!(reg.discover(&q).await.unwrap().is_empty());
 }
 
+/// `Query::all()`: every service of the root, and nothing of registries rooted below or beside
+/// it; a watch that sees new services join, change and leave; and a watcher created in the
+/// middle of a burst over several new services that loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_services_discover_and_watch() {
+    let _g = shared().await;
+    require_zk();
+    let root = unique_root("all");
+    let reg = connect(&url(&root, 10)).await.unwrap();
+    // Nothing exists under the root yet.
+    assert!(reg.discover(&Query::all()).await.unwrap().is_empty());
+    let mut early = reg.watch(&Query::all()).await.unwrap();
+    assert_eq!(next(&mut early).await, Event::Snapshot(vec![]));
+
+    // Registries rooted below and beside ours are not part of it.
+    let nested = connect(&url(&format!("{root}/nested"), 10)).await.unwrap();
+    let _n = nested
+        .register(ServiceInstance::new("Nested", "10.9.9.9:1").with_instance_id("n1"))
+        .await
+        .unwrap();
+    let beside = connect(&url(&format!("{root}-beside"), 10)).await.unwrap();
+    let _b = beside
+        .register(ServiceInstance::new("Beside", "10.9.9.9:2").with_instance_id("s1"))
+        .await
+        .unwrap();
+
+    let mut regs = Vec::new();
+    for (svc, g, v, id) in [
+        ("b.Beta", "", "v2", "b2"),
+        ("a.Alpha", "g1", "v1", "a1"),
+        ("b.Beta", "", "v1", "b1"),
+    ] {
+        let inst = ServiceInstance::new(svc, format!("{id}:1"))
+            .with_group(g)
+            .with_version(v)
+            .with_instance_id(id);
+        regs.push(reg.register(inst).await.unwrap());
+    }
+    let ids = |l: Vec<ServiceInstance>| l.into_iter().map(|i| i.instance_id).collect::<Vec<_>>();
+    // Sorted by path key: service, group, version, instance id.
+    assert_eq!(
+        ids(reg.discover(&Query::all()).await.unwrap()),
+        ["a1", "b1", "b2"]
+    );
+    assert_eq!(
+        ids(reg.discover(&Query::all().with_group("g1")).await.unwrap()),
+        ["a1"]
+    );
+    assert_eq!(
+        ids(reg
+            .discover(&Query::all().with_version("v2"))
+            .await
+            .unwrap()),
+        ["b2"]
+    );
+    assert_eq!(
+        ids(reg.discover(&Query::new("b.Beta")).await.unwrap()),
+        ["b1", "b2"]
+    );
+    let mut got = BTreeSet::new();
+    for _ in 0..3 {
+        match next(&mut early).await {
+            Event::Added(i) => assert!(got.insert(i.instance_id.clone()), "duplicate {i:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, BTreeSet::from(["a1", "b1", "b2"].map(String::from)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), early.next())
+            .await
+            .is_err(),
+        "nothing of the nested or neighbouring registry"
+    );
+    let mut late = reg.watch(&Query::all()).await.unwrap();
+    assert_eq!(
+        next(&mut late).await,
+        Event::Snapshot(reg.discover(&Query::all()).await.unwrap())
+    );
+
+    // A service that did not exist when the watches started joins, changes and leaves.
+    let c = reg
+        .register(ServiceInstance::new("c.New", "10.0.0.3:1").with_instance_id("c1"))
+        .await
+        .unwrap();
+    let ci = c.instance().clone();
+    for w in [&mut early, &mut late] {
+        assert_eq!(next(w).await, Event::Added(ci.clone()));
+    }
+    let c2 = reg.register(ci.clone().with_weight(5)).await.unwrap();
+    for w in [&mut early, &mut late] {
+        assert_eq!(next(w).await, Event::Updated(ci.clone().with_weight(5)));
+    }
+    c.deregister().await.unwrap(); // superseded: removes nothing
+    c2.deregister().await.unwrap();
+    for w in [&mut early, &mut late] {
+        assert_eq!(next(w).await, Event::Removed(ci.clone().with_weight(5)));
+    }
+
+    // 30 registrations over 3 new services; a watcher created after about 10 of them.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let reg = reg.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let _counted = Counted(done);
+            tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
+            reg.register(
+                ServiceInstance::new(format!("burst.S{}", i % 3), format!("10.0.1.1:{i}"))
+                    .with_instance_id(format!("d{i:02}")),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let start = Instant::now();
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 10
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut mid = reg.watch(&Query::all()).await.unwrap();
+    for t in tasks {
+        regs.push(t.await.unwrap());
+    }
+    let burst: BTreeSet<String> = (0..30).map(|i| format!("d{i:02}")).collect();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 30 {
+        match next(&mut early).await {
+            Event::Added(i) => assert!(seen.insert(i.instance_id.clone()), "duplicate {i:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, burst);
+    let mut mid_seen = BTreeSet::new();
+    match next(&mut mid).await {
+        Event::Snapshot(list) => mid_seen.extend(list.into_iter().map(|i| i.instance_id)),
+        other => panic!("first event must be a snapshot, got {other:?}"),
+    }
+    eprintln!("mid-burst snapshot had {} of 33", mid_seen.len());
+    while mid_seen.len() < 33 {
+        match next(&mut mid).await {
+            Event::Added(i) => assert!(mid_seen.insert(i.instance_id.clone()), "duplicate {i:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut want = burst;
+    want.extend(["a1", "b1", "b2"].map(String::from));
+    assert_eq!(mid_seen, want);
+    assert_eq!(reg.discover(&Query::all()).await.unwrap().len(), 33);
+    assert_eq!(
+        reg.discover(&Query::new("burst.S1")).await.unwrap().len(),
+        10
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_and_watch_filtered_by_group_and_version() {
     let _g = shared().await;
@@ -464,8 +620,9 @@ async fn discovery_and_watch_filtered_by_group_and_version() {
     );
 }
 
-/// Forced session expiry, then a ZooKeeper outage longer than the session timeout, with a live
-/// registration and a Directory. Runs alone (exclusive lock).
+/// Forced session expiry, then a ZooKeeper outage longer than the session timeout, with live
+/// registrations and Directories (of one service and of every service). Runs alone (exclusive
+/// lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_session_expiry_and_outage() {
     let _g = exclusive().await;
@@ -494,6 +651,21 @@ async fn survives_session_expiry_and_outage() {
         let l = dir.instances();
         l.len() == ids.len() && ids.iter().all(|id| l.iter().any(|i| i.instance_id == *id))
     };
+    // Every service (a watch on the root), through a Directory and a raw watch.
+    let _o1 = provider
+        .register(ServiceInstance::new("Other", "10.0.0.9:1").with_instance_id("o1"))
+        .await
+        .unwrap();
+    let everything = Directory::new(consumer.clone(), Query::all());
+    let mut raw = consumer.watch(&Query::all()).await.unwrap();
+    let mut replay = Replay::default();
+    replay.until(&mut raw, &["p1", "o1"]).await;
+    assert!(
+        everything
+            .wait_for(Duration::from_secs(5), |l| l.len() == 2)
+            .await
+    );
+    let all_has = |ids: &[&str]| same_ids(&everything.instances(), ids);
     let zk = inspector().await;
     let first_owner = owner_of(&zk, &path).await.unwrap();
 
@@ -527,6 +699,11 @@ async fn survives_session_expiry_and_outage() {
     let second_owner = owner_of(&zk, &path).await.unwrap();
     assert_eq!(provider.session().unwrap().id().0, second_owner);
     assert!(dir.wait_for(Duration::from_secs(5), |_| has(&["p1"])).await);
+    assert!(
+        everything
+            .wait_for(Duration::from_secs(5), |l| same_ids(l, &["p1", "o1"]))
+            .await
+    );
 
     // 2. ZooKeeper down for longer than the session timeout: both clients' sessions expire;
     //    the directory keeps its view; afterwards the node is back under a new session.
@@ -538,6 +715,7 @@ async fn survives_session_expiry_and_outage() {
             "directory lost its instances during the outage: {:?}",
             dir.instances()
         );
+        assert!(all_has(&["p1", "o1"]), "{:?}", everything.instances());
     }
     servers("start-zk").await;
     let zk = inspector().await;
@@ -568,6 +746,17 @@ async fn survives_session_expiry_and_outage() {
         "caught up: {:?}",
         dir.instances()
     );
+    assert!(
+        everything
+            .wait_for(Duration::from_secs(15), |l| same_ids(
+                l,
+                &["p1", "p2", "o1"]
+            ))
+            .await,
+        "every service caught up: {:?}",
+        everything.instances()
+    );
+    replay.until(&mut raw, &["p1", "p2", "o1"]).await;
     drop(_p2);
     assert!(
         dir.wait_for(Duration::from_secs(10), |_| has(&["p1"]))
@@ -575,6 +764,65 @@ async fn survives_session_expiry_and_outage() {
         "removal seen: {:?}",
         dir.instances()
     );
+    // The raw watch on the root re-armed and re-listed by itself across both lost sessions: its
+    // events, each consistent with the view so far, add up to the registry's content.
+    replay.until(&mut raw, &["p1", "o1"]).await;
+    assert!(
+        everything
+            .wait_for(Duration::from_secs(10), |l| same_ids(l, &["p1", "o1"]))
+            .await
+    );
+    assert_eq!(consumer.discover(&Query::all()).await.unwrap().len(), 2);
+}
+
+/// Whether `list` holds exactly the instances `ids`.
+fn same_ids(list: &[ServiceInstance], ids: &[&str]) -> bool {
+    list.len() == ids.len()
+        && ids
+            .iter()
+            .all(|id| list.iter().any(|i| i.instance_id == *id))
+}
+
+/// A watch's events applied one by one, each checked against what came before (one snapshot
+/// first, no duplicate `Added`, no `Updated` without a change, no unknown `Removed`).
+#[derive(Default)]
+struct Replay {
+    snapshot: bool,
+    view: BTreeMap<String, ServiceInstance>,
+}
+
+impl Replay {
+    /// Applies `w`'s events until the view holds exactly `ids`; fails after 15 s.
+    async fn until(&mut self, w: &mut Watch, ids: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !(self.snapshot && same_ids(&self.view.values().cloned().collect::<Vec<_>>(), ids)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = tokio::time::timeout(left, w.next())
+                .await
+                .unwrap_or_else(|_| panic!("watch view {:?} never became {ids:?}", self.view))
+                .expect("watch open");
+            match ev {
+                Event::Snapshot(list) => {
+                    assert!(!self.snapshot, "a second snapshot");
+                    self.snapshot = true;
+                    self.view = list.into_iter().map(|i| (i.path_key(), i)).collect();
+                }
+                _ if !self.snapshot => panic!("an event before the snapshot: {ev:?}"),
+                Event::Added(i) => assert!(
+                    self.view.insert(i.path_key(), i.clone()).is_none(),
+                    "Added twice: {i:?}"
+                ),
+                Event::Updated(i) => {
+                    let old = self.view.insert(i.path_key(), i.clone());
+                    assert!(old.is_some_and(|o| o != i), "Updated, not changed: {i:?}");
+                }
+                Event::Removed(i) => assert!(
+                    self.view.remove(&i.path_key()).is_some(),
+                    "Removed unknown: {i:?}"
+                ),
+            }
+        }
+    }
 }
 
 /// Counts a finished registration task when dropped.

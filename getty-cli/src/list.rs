@@ -1,4 +1,5 @@
-//! `getty list REGISTRY_URL [SERVICE]`: a table of the instances of a service.
+//! `getty list REGISTRY_URL [SERVICE]`: a table of the instances of a service, or of every
+//! service of the registry.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +12,13 @@ use crate::target::{RegistryArgs, with_registry};
 
 const EXAMPLES: &str = "\
 Examples:
+  getty list etcd://127.0.0.1:2379/getty
   getty list etcd://127.0.0.1:2379/getty echo.Echo
   getty list zookeeper://127.0.0.1:2181/getty echo.Echo --group bj --json
   getty list 'static://10.0.0.1:7200,10.0.0.2:7200?service=echo.Echo'
+
+Without SERVICE, every service of the registry is listed (--group and --service-version still
+filter). Rows are sorted by service, then instance id.
 
 AGE comes from the instance's `registered_at` metadata (Unix seconds or milliseconds) when the
 provider set it; `-` otherwise.";
@@ -21,7 +26,7 @@ provider set it; `-` otherwise.";
 /// Metadata key holding when an instance was registered (Unix seconds or milliseconds).
 pub const REGISTERED_AT: &str = "registered_at";
 
-/// List the instances of a service in a registry
+/// List the instances of a service, or of every service, in a registry
 #[derive(Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct ListArgs {
@@ -33,22 +38,37 @@ pub struct ListArgs {
 }
 
 pub async fn run(a: ListArgs) -> Result {
-    let service = a.reg.service()?;
-    let query = a.reg.filter.query(&service);
-    let instances = with_registry(&a.reg.url, a.reg.timeout, async |r| {
+    let query = a.reg.query()?;
+    let mut instances = with_registry(&a.reg.url, a.reg.timeout, async |r| {
         r.discover(&query).await
     })
     .await?;
+    sort(&mut instances);
     if a.json {
         output::line(&serde_json::to_string_pretty(&instances).unwrap_or_default());
         return Ok(());
     }
     if instances.is_empty() {
-        output::line(&format!("no instance of {service} in {}", a.reg.url));
+        match &a.reg.service {
+            Some(service) => output::line(&format!("no instance of {service} in {}", a.reg.url)),
+            None => output::line(&format!("no instance in {}", a.reg.url)),
+        };
         return Ok(());
     }
     output::line(&render(Style::stdout(), &instances, SystemTime::now()));
     Ok(())
+}
+
+/// Sorts by service, then instance id (then group and version, for equal ids).
+pub fn sort(instances: &mut [ServiceInstance]) {
+    instances.sort_by(|a, b| {
+        (&a.service, &a.instance_id, &a.group, &a.version).cmp(&(
+            &b.service,
+            &b.instance_id,
+            &b.group,
+            &b.version,
+        ))
+    });
 }
 
 /// How long ago the instance was registered, if it says.
@@ -141,6 +161,31 @@ mod tests {
             "SERVICE    INSTANCE  ADDRESS       TRANSPORT  CODECS  WEIGHT  METADATA  AGE\n\
              echo.Echo  a         127.0.0.1:1   tcp        json    100     zone=z1   2m\n\
              echo.Echo  bb        127.0.0.1:22  tcp        -       100     -         10s"
+        );
+    }
+
+    #[test]
+    fn every_service_sorted_by_service_then_id() {
+        let now = UNIX_EPOCH;
+        let i = |s: &str, id: &str, v: &str| {
+            ServiceInstance::new(s, "h:1")
+                .with_instance_id(id)
+                .with_version(v)
+        };
+        let mut list = vec![
+            i("b.B", "x", ""),
+            i("a.A", "z", "v2"),
+            i("b.B", "a", "v9"),
+            i("a.A", "y", "v1"),
+        ];
+        sort(&mut list);
+        assert_eq!(
+            render(Style::plain(), &list, now),
+            "SERVICE  GROUP  VERSION  INSTANCE  ADDRESS  TRANSPORT  CODECS  WEIGHT  METADATA  AGE\n\
+             a.A      -      v1       y         h:1      tcp        -       100     -         -\n\
+             a.A      -      v2       z         h:1      tcp        -       100     -         -\n\
+             b.B      -      v9       a         h:1      tcp        -       100     -         -\n\
+             b.B      -      -        x         h:1      tcp        -       100     -         -"
         );
     }
 }

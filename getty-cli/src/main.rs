@@ -59,7 +59,9 @@ Examples:
   getty describe ws://127.0.0.1:7300/rpc
   getty ping 127.0.0.1:7200 -c 10 -i 200ms
   getty list etcd://127.0.0.1:2379/getty echo.Echo
+  getty list etcd://127.0.0.1:2379/getty
   getty watch zookeeper://127.0.0.1:2181/getty echo.Echo
+  getty watch zookeeper://127.0.0.1:2181/getty
 
 Exit codes: 0 ok, 1 the call failed, 2 usage, 3 connection, TLS or registry failure.";
 

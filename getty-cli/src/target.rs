@@ -56,21 +56,22 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn query(&self, service: &str) -> Query {
-        let mut q = Query::new(service);
+    /// The query for `service`, or for every service with `None`.
+    pub fn query(&self, service: Option<&str>) -> Query {
+        let mut q = service.map_or_else(Query::all, Query::new);
         q.group = self.group.clone();
         q.version = self.service_version.clone();
         q
     }
 }
 
-/// A registry and a service in it: shared by `list` and `watch`.
+/// A registry and, optionally, a service in it: shared by `list` and `watch`.
 #[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
     /// etcd://host:port[/root], zookeeper://host:port[/root], static://…?service=S, memory://
     #[arg(value_name = "REGISTRY_URL")]
     pub url: String,
-    /// The service [required, except with static:// whose URL names it]
+    /// Only this service [default: every service of the registry]
     #[arg(value_name = "SERVICE")]
     pub service: Option<String>,
     /// Time allowed for reaching the registry (e.g. 5s, 500ms)
@@ -81,22 +82,19 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// The service to look at. The `Registry` trait cannot enumerate services, so one must be
-    /// named, except in a `static://` URL, which carries it.
-    pub fn service(&self) -> Result<String> {
-        if let Some(s) = &self.service {
-            return Ok(s.clone());
+    /// What to look at: the SERVICE, or every service without one (narrowed by the filter).
+    pub fn query(&self) -> Result<Query> {
+        if self.service.as_deref() == Some("") {
+            return Err(Failure::usage(
+                "SERVICE must not be empty (leave it out for every service)",
+            ));
         }
-        getty_registry::RegistryUrl::parse(&self.url)
-            .ok()
-            .filter(|u| u.scheme == "static")
-            .and_then(|u| u.params.get("service").cloned())
-            .ok_or_else(|| {
-                Failure::usage(
-                    "name a SERVICE: a registry cannot be asked for all of its services \
-                     (getty-registry has no such call)",
-                )
-            })
+        Ok(self.filter.query(self.service.as_deref()))
+    }
+
+    /// The service for messages: its name, or `every service`.
+    pub fn what(&self) -> &str {
+        self.service.as_deref().unwrap_or("every service")
     }
 }
 
@@ -439,7 +437,7 @@ async fn direct(transport: Transport, addr: String, a: &ConnArgs) -> Result<RpcC
 }
 
 async fn cluster(url: &str, service: &str, a: &ConnArgs) -> Result<Cluster> {
-    let query = a.filter.query(service);
+    let query = a.filter.query(Some(service));
     let q = query.clone();
     let (registry, found) = with_registry(url, a.timeout, async move |reg| {
         let found = reg.discover(&q).await?;

@@ -1,4 +1,5 @@
-//! `getty watch REGISTRY_URL [SERVICE]`: instances joining and leaving, live, until Ctrl-C.
+//! `getty watch REGISTRY_URL [SERVICE]`: instances (of a service, or of every service) joining
+//! and leaving, live, until Ctrl-C.
 
 use std::time::SystemTime;
 
@@ -13,13 +14,15 @@ const EXAMPLES: &str = "\
 Examples:
   getty watch etcd://127.0.0.1:2379/getty echo.Echo
   getty watch zookeeper://127.0.0.1:2181/getty echo.Echo --group bj
+  getty watch etcd://127.0.0.1:2379/getty
 
-One line per event, with a UTC timestamp and a mark:
+Without SERVICE, every service of the registry is watched, including services that appear
+later. One line per event, with a UTC timestamp, a mark, then the service and the instance:
   =  present when the watch started      +  joined
   ~  changed (same instance id)          -  left
 A line starting with # follows the initial snapshot.";
 
-/// Stream the instances of a service joining and leaving, until Ctrl-C
+/// Stream the instances of a service (or of every service) joining and leaving, until Ctrl-C
 #[derive(Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct WatchArgs {
@@ -50,8 +53,8 @@ fn describe(i: &ServiceInstance) -> String {
 
 pub async fn run(a: WatchArgs) -> Result {
     let style = Style::stdout();
-    let service = a.reg.service()?;
-    let query = a.reg.filter.query(&service);
+    let query = a.reg.query()?;
+    let what = a.reg.what().to_string();
     let url = a.reg.url.clone();
     // The registry is kept for as long as the watch runs.
     let (_registry, mut watch) = with_registry(&url, a.reg.timeout, async |r| {
@@ -77,10 +80,11 @@ pub async fn run(a: WatchArgs) -> Result {
             e = watch.next() => e,
         };
         let open = match event {
-            Some(Event::Snapshot(all)) => {
+            Some(Event::Snapshot(mut all)) => {
+                crate::list::sort(&mut all);
                 let n = all.len();
                 let mut open = output::line(&format!(
-                    "{} # watching {service} in {url}: {n} instance{}",
+                    "{} # watching {what} in {url}: {n} instance{}",
                     stamp(),
                     if n == 1 { "" } else { "s" }
                 ));

@@ -177,11 +177,17 @@ fn usage_errors_exit_2() {
         .assert()
         .code(2);
     getty().args(["call"]).assert().code(2);
+    // Without a SERVICE, every service is listed (none in a fresh process's memory://).
     getty()
         .args(["list", "memory://"])
         .assert()
+        .success()
+        .stdout("no instance in memory://\n");
+    getty()
+        .args(["list", "memory://", ""])
+        .assert()
         .code(2)
-        .stderr(contains("name a SERVICE"));
+        .stderr(contains("SERVICE must not be empty"));
     getty()
         .args(["--help"])
         .assert()

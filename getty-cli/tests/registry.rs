@@ -1,6 +1,6 @@
 //! The `getty` binary against real etcd and ZooKeeper (`cargo test -p getty-cli --features
-//! etcd,zookeeper`): `list`, `watch` seeing a provider come and go, and `call`/`describe`
-//! through the registry. Needs the servers of `scripts/servers.sh up` (or `GETTY_ETCD` /
+//! etcd,zookeeper`): `list`, `watch` seeing a provider come and go (of one service, and of every
+//! service), and `call`/`describe` through the registry. Needs the servers of `scripts/servers.sh up` (or `GETTY_ETCD` /
 //! `GETTY_ZK`); fails, never skips, when they are unreachable. Each test has its own root.
 #![cfg(any(feature = "etcd", feature = "zookeeper"))]
 
@@ -52,9 +52,11 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(url: &str, service: &str) -> Watcher {
+    /// `getty watch URL [SERVICE]`.
+    fn start(url: &str, service: Option<&str>) -> Watcher {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("getty"))
-            .args(["watch", url, service])
+            .args(["watch", url])
+            .args(service)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -107,7 +109,7 @@ impl Drop for Watcher {
 fn list_and_watch(base: &str) {
     let url = format!("{base}{}", unique_root("watch"));
     let reg = registry(&url);
-    let mut w = Watcher::start(&url, "test.Watch");
+    let mut w = Watcher::start(&url, Some("test.Watch"));
     w.expect("# watching test.Watch in ");
 
     let inst = ServiceInstance::new("test.Watch", "127.0.0.1:9999")
@@ -160,6 +162,92 @@ fn list_and_watch(base: &str) {
         .stdout(contains("no instance of test.Watch"));
 }
 
+/// Without a SERVICE: `list` shows the instances of every service (sorted by service, then
+/// instance id), and `watch` sees an instance of a service that did not exist join and leave.
+fn list_and_watch_every_service(base: &str) {
+    let url = format!("{base}{}", unique_root("all"));
+    let reg = registry(&url);
+    getty()
+        .args(["list", &url])
+        .assert()
+        .success()
+        .stdout(format!("no instance in {url}\n"));
+    let mut regs = Vec::new();
+    // b2 (v1) comes before b1 (v2) in the registry's own order; the table sorts by id.
+    for (svc, version, id, port) in [
+        ("test.Beta", "v1", "b2", 9003),
+        ("test.Alpha", "", "a1", 9001),
+        ("test.Beta", "v2", "b1", 9002),
+    ] {
+        let inst = ServiceInstance::new(svc, format!("127.0.0.1:{port}"))
+            .with_version(version)
+            .with_instance_id(id);
+        regs.push(rt().block_on(reg.register(inst)).unwrap());
+    }
+    getty()
+        .args(["list", &url])
+        .assert()
+        .success()
+        .stdout(
+            "SERVICE     GROUP  VERSION  INSTANCE  ADDRESS         TRANSPORT  CODECS  WEIGHT  METADATA  AGE\n\
+             test.Alpha  -      -        a1        127.0.0.1:9001  tcp        -       100     -         -\n\
+             test.Beta   -      v2       b1        127.0.0.1:9002  tcp        -       100     -         -\n\
+             test.Beta   -      v1       b2        127.0.0.1:9003  tcp        -       100     -         -\n",
+        );
+    let out = getty().args(["list", &url, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ids: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["a1", "b1", "b2"]);
+    // The filters still apply across services.
+    getty()
+        .args(["list", &url, "--service-version", "v1"])
+        .assert()
+        .success()
+        .stdout(
+            contains(" b2 ")
+                .and(contains(" b1 ").not())
+                .and(contains("test.Alpha").not()),
+        );
+
+    let mut w = Watcher::start(&url, None);
+    w.expect("# watching every service in ");
+    assert!(w.seen[0].ends_with(": 3 instances"), "{}", w.seen[0]);
+    w.expect(" = test.Alpha a1 127.0.0.1:9001");
+    w.expect(" = test.Beta b1 127.0.0.1:9002");
+    w.expect(" = test.Beta b2 127.0.0.1:9003");
+    // A service nobody had published before joins, then leaves.
+    let g = rt()
+        .block_on(
+            reg.register(
+                ServiceInstance::new("test.Gamma", "127.0.0.1:9004").with_instance_id("g1"),
+            ),
+        )
+        .unwrap();
+    let line = w.expect(" + test.Gamma g1 ");
+    assert!(line.contains("127.0.0.1:9004 tcp weight=100"), "{line}");
+    rt().block_on(g.deregister()).unwrap();
+    w.expect(" - test.Gamma g1 127.0.0.1:9004");
+    // And one of a known service leaves.
+    let b1 = regs.pop().unwrap();
+    rt().block_on(b1.deregister()).unwrap();
+    w.expect(" - test.Beta b1 127.0.0.1:9002");
+    for r in regs {
+        rt().block_on(r.deregister()).unwrap();
+    }
+    w.expect(" - test.");
+    w.expect(" - test.");
+    getty()
+        .args(["list", &url])
+        .assert()
+        .success()
+        .stdout(format!("no instance in {url}\n"));
+}
+
 /// A provider published in the registry is reached by `call` and `describe`.
 fn call_through_registry(base: &str) {
     let url = format!("{base}{}", unique_root("call"));
@@ -210,6 +298,11 @@ mod etcd {
     }
 
     #[test]
+    fn list_and_watch_every_service() {
+        super::list_and_watch_every_service(&base());
+    }
+
+    #[test]
     fn call_through_registry() {
         super::call_through_registry(&base());
     }
@@ -227,6 +320,11 @@ mod zookeeper {
     #[test]
     fn list_and_watch() {
         super::list_and_watch(&base());
+    }
+
+    #[test]
+    fn list_and_watch_every_service() {
+        super::list_and_watch_every_service(&base());
     }
 
     #[test]

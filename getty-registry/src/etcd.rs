@@ -6,6 +6,8 @@
 //!   (expired during a long partition, revoked, or etcd came back without its data) it grants a
 //!   new lease and puts the key again, retrying with back-off (100 ms → 5 s) until deregistered.
 //!   Deregistration revokes the lease, which deletes exactly the keys attached to it.
+//! * A query lists / watches the key prefix of its service (`{root}/{service}/…`), or `{root}/`
+//!   for [`Query::all`](crate::Query::all).
 //! * A watch lists the prefix (snapshot at revision `R`), then watches from `R + 1`; after a
 //!   stream error it resumes from the last seen revision + 1. If that revision was compacted, or
 //!   etcd's revision/term went backwards (data loss), it re-lists and emits the differences.
@@ -159,8 +161,23 @@ impl Inner {
         format!("{}/{}", self.root, instance.path_key())
     }
 
+    /// The key prefix holding every instance matching `query`: `{root}/` for every service,
+    /// `{root}/{path_prefix}/` otherwise (the trailing `/` keeps `Echo` from matching `Echo2`).
     fn prefix_of(&self, query: &Query) -> String {
-        format!("{}/{}/", self.root, query.path_prefix())
+        let p = query.path_prefix();
+        if p.is_empty() {
+            format!("{}/", self.root)
+        } else {
+            format!("{}/{p}/", self.root)
+        }
+    }
+
+    /// Whether `key` has the shape of an instance key, `{root}/S/G/V/ID` (and not, e.g., a key
+    /// of another registry rooted below ours).
+    fn is_instance_key(&self, key: &str) -> bool {
+        key.strip_prefix(self.root.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| rest.split('/').count() == 4)
     }
 
     fn ttl_secs(&self) -> i64 {
@@ -266,6 +283,9 @@ impl Inner {
         let mut map = BTreeMap::new();
         for kv in resp.kvs() {
             let Ok(key) = kv.key_str() else { continue };
+            if !self.is_instance_key(key) {
+                continue;
+            }
             if let Some(inst) = decode(key, kv.value(), query) {
                 map.insert(key.to_string(), inst);
             }
@@ -546,11 +566,14 @@ impl WatchState {
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let Ok(key) = kv.key_str() else { continue };
+                self.rev = self.rev.max(kv.mod_revision());
+                if !self.inner.is_instance_key(key) {
+                    continue;
+                }
                 let change = match ev.event_type() {
                     EventType::Put => self.view.upsert(key, decode(key, kv.value(), &self.query)),
                     EventType::Delete => self.view.remove(key),
                 };
-                self.rev = self.rev.max(kv.mod_revision());
                 if let Some(change) = change
                     && !self.send(change).await
                 {

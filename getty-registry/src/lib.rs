@@ -5,6 +5,9 @@
 //! [`watch`](Registry::watch)es a [`Query`], or keeps a live [`Directory`] and picks an instance
 //! per call with a [`balance::Balancer`]. The crate is standalone (no RPC dependency).
 //!
+//! A [`Query`] names one service ([`Query::new`]) or every service ([`Query::all`]), optionally
+//! narrowed to a group and a version. Every backend accepts both, with the same guarantees.
+//!
 //! # Backends, selected by URL ([`connect`])
 //!
 //! | URL | backend | cargo feature |
@@ -29,6 +32,20 @@
 //! * **ZooKeeper:** persistent (empty) parent nodes `{root}/S/G/V`, and an **ephemeral** child
 //!   node `ID` whose data is the instance as JSON.
 //!
+//! A query reads (and a watch follows) the smallest subtree holding its instances:
+//!
+//! | query | etcd key prefix | ZooKeeper base node (instances *n* levels below) |
+//! |---|---|---|
+//! | `Query::all()` (every service) | `{root}/` | `{root}` (4: `S/G/V/ID`) |
+//! | `Query::new(s)` | `{root}/S/` | `{root}/S` (3) |
+//! | `…with_group(g)` | `{root}/S/G/` | `{root}/S/G` (2) |
+//! | `…with_group(g).with_version(v)` | `{root}/S/G/V/` | `{root}/S/G/V` (1) |
+//!
+//! A version without a group (or a group or version without a service) filters the instances
+//! read but cannot narrow the subtree. Only keys / nodes exactly at the depth of `{root}/S/G/V/ID`
+//! are read as instances (so another registry rooted *below* this root is not mixed in); values
+//! there that are not instances are skipped with a warning.
+//!
 //! JSON example (`serde_json` of [`ServiceInstance`]):
 //! `{"service":"Echo","version":"v1","group":"bj","codecs":["json"],"transport":"tcp","address":"10.0.0.1:8000","weight":100,"metadata":{},"instance_id":"node-1"}`
 //!
@@ -48,11 +65,11 @@
 //!   same registry client replaces it (watchers see `Updated`); the older [`Registration`] then
 //!   stops maintaining the entry and its deregistration leaves the newer one alone. Two processes
 //!   must not use the same `instance_id`.
-//! * **Watches lose nothing.** The first event is a full [`Event::Snapshot`]; etcd watches start at
-//!   the snapshot's revision + 1 and resume after errors from the last seen revision (after a
-//!   compaction or a data loss they re-list and emit the differences); ZooKeeper arms a persistent
-//!   recursive watch *before* listing, re-reads each changed node, and re-lists and diffs after a
-//!   reconnect or a new session. Every event batch is de-duplicated against the last view, so
+//! * **Watches lose nothing** (for one service or for all of them). The first event is a full
+//!   [`Event::Snapshot`]; etcd watches start at the snapshot's revision + 1 and resume after
+//!   errors from the last seen revision (after a compaction or a data loss they re-list and emit
+//!   the differences); ZooKeeper arms a persistent recursive watch *before* listing, re-reads each
+//!   changed node, and re-lists and diffs after a reconnect or a new session. Every event batch is de-duplicated against the last view, so
 //!   `Added`/`Updated`/`Removed` are exact (no duplicates like Go getty's "append on update").
 //! * **Outages never empty a consumer's view.** See [`Directory`].
 //! * **Multiple addresses:** clients retry until one server answers (etcd: a request that hits a
@@ -92,6 +109,12 @@
 //!
 //! reg.deregister().await?;
 //! assert!(matches!(watch.next().await, Some(Event::Removed(_))));
+//!
+//! // Every service at once: `Query::all()` (sorted by service, group, version, instance id).
+//! let _a = registry.register(ServiceInstance::new("Echo", "127.0.0.1:8000")).await?;
+//! let _b = registry.register(ServiceInstance::new("Math", "127.0.0.1:8001")).await?;
+//! let services: Vec<_> = registry.discover(&Query::all()).await?.into_iter().map(|i| i.service).collect();
+//! assert_eq!(services, ["Echo", "Math"]);
 //! # Ok::<(), getty_registry::Error>(()) }).unwrap();
 //! ```
 

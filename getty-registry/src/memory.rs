@@ -193,6 +193,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn all_services_discover_and_watch() {
+        let reg = MemoryRegistry::isolated();
+        let b = reg
+            .register(ServiceInstance::new("b.Svc", "h:2").with_instance_id("b1"))
+            .await
+            .unwrap();
+        let a = reg
+            .register(
+                ServiceInstance::new("a.Svc", "h:1")
+                    .with_group("g")
+                    .with_instance_id("a1"),
+            )
+            .await
+            .unwrap();
+        let all = reg.discover(&Query::all()).await.unwrap();
+        assert_eq!(all, vec![a.instance().clone(), b.instance().clone()]);
+        let in_g = reg.discover(&Query::all().with_group("g")).await.unwrap();
+        assert_eq!(in_g, vec![a.instance().clone()]);
+
+        let mut w = reg.watch(&Query::all()).await.unwrap();
+        assert_eq!(w.next().await, Some(Event::Snapshot(all)));
+        // A service that did not exist when the watch started.
+        let c = reg
+            .register(ServiceInstance::new("c.New", "h:3"))
+            .await
+            .unwrap();
+        let ci = c.instance().clone();
+        assert_eq!(w.next().await, Some(Event::Added(ci.clone())));
+        let b2 = reg
+            .register(
+                ServiceInstance::new("b.Svc", "h:2")
+                    .with_instance_id("b1")
+                    .with_weight(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w.next().await, Some(Event::Updated(b2.instance().clone())));
+        c.deregister().await.unwrap();
+        assert_eq!(w.next().await, Some(Event::Removed(ci)));
+        drop(a);
+        assert!(matches!(w.next().await, Some(Event::Removed(i)) if i.service == "a.Svc"));
+        assert!(w.try_next().is_none());
+        drop((b, b2));
+        assert!(matches!(w.next().await, Some(Event::Removed(i)) if i.service == "b.Svc"));
+        assert!(reg.discover(&Query::all()).await.unwrap().is_empty());
+        assert!(matches!(
+            reg.watch(&Query::new("")).await,
+            Err(crate::Error::InvalidQuery(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn reregister_same_id_replaces_and_old_drop_keeps_new() {
         let reg = MemoryRegistry::isolated();
         let a = reg

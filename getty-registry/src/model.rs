@@ -200,11 +200,12 @@ pub fn generate_instance_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
-/// Which instances a consumer wants: one service, optionally narrowed to a version and a group.
+/// Which instances a consumer wants: one service ([`Query::new`]) or every service
+/// ([`Query::all`]), optionally narrowed to a group and a version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Query {
-    /// Service name (required).
-    pub service: String,
+    /// Only this service (`None` = every service, see [`Query::all`]). `Some("")` is invalid.
+    pub service: Option<String>,
     /// Only this version (`None` = any version).
     pub version: Option<String>,
     /// Only this group (`None` = any group).
@@ -212,13 +213,20 @@ pub struct Query {
 }
 
 impl Query {
-    /// All instances of `service`.
+    /// All instances of `service` (which must not be empty).
     pub fn new(service: impl Into<String>) -> Self {
         Query {
-            service: service.into(),
+            service: Some(service.into()),
             version: None,
             group: None,
         }
+    }
+
+    /// All instances of every service (the whole registry, below the backend's root). Can be
+    /// narrowed with [`Query::with_group`] / [`Query::with_version`] like any query, but the
+    /// backends then still read the whole tree and filter.
+    pub fn all() -> Self {
+        Query::default()
     }
 
     /// Narrows to one version.
@@ -233,18 +241,33 @@ impl Query {
         self
     }
 
+    /// The service this query is restricted to (`None` for every service).
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// Whether this query selects every service.
+    pub fn is_all_services(&self) -> bool {
+        self.service.is_none()
+    }
+
     /// Whether `instance` is selected by this query.
     pub fn matches(&self, instance: &ServiceInstance) -> bool {
-        instance.service == self.service
+        self.service.as_ref().is_none_or(|s| *s == instance.service)
             && self.version.as_ref().is_none_or(|v| *v == instance.version)
             && self.group.as_ref().is_none_or(|g| *g == instance.group)
     }
 
     /// The escaped relative prefix (no leading or trailing `/`) that contains every matching
-    /// instance: `{service}`, `{service}/{group}` or `{service}/{group}/{version}`.
-    /// A version without a group cannot narrow the prefix (the group comes first).
+    /// instance: `""` (every service), `{service}`, `{service}/{group}` or
+    /// `{service}/{group}/{version}`. Only the leading components given narrow the prefix: a
+    /// version without a group, or a group without a service, cannot (the service comes first,
+    /// then the group).
     pub fn path_prefix(&self) -> String {
-        let mut p = escape_component(&self.service);
+        let Some(service) = &self.service else {
+            return String::new();
+        };
+        let mut p = escape_component(service);
         if let Some(g) = &self.group {
             p.push('/');
             p.push_str(&escape_component(g));
@@ -256,18 +279,22 @@ impl Query {
         p
     }
 
-    /// Number of path levels from [`Self::path_prefix`] down to an instance node (1..=3).
+    /// Number of path levels from [`Self::path_prefix`] down to an instance node (1..=4; 4 for
+    /// every service: `S/G/V/ID`).
     pub fn levels_below_prefix(&self) -> usize {
-        match (&self.group, &self.version) {
-            (Some(_), Some(_)) => 1,
-            (Some(_), None) => 2,
-            (None, _) => 3,
+        match (&self.service, &self.group, &self.version) {
+            (None, _, _) => 4,
+            (Some(_), Some(_), Some(_)) => 1,
+            (Some(_), Some(_), None) => 2,
+            (Some(_), None, _) => 3,
         }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.service.is_empty() {
-            return Err(Error::InvalidQuery("service must not be empty".into()));
+        if self.service.as_ref().is_some_and(String::is_empty) {
+            return Err(Error::InvalidQuery(
+                "service must not be empty (use Query::all() for every service)".into(),
+            ));
         }
         Ok(())
     }
@@ -383,6 +410,34 @@ mod tests {
         assert!(!q.matches(&i.clone().with_version("v2")));
         assert!(Query::new("Echo").with_version("v1").matches(&i));
         assert!(!Query::new("Echo2").matches(&i));
+    }
+
+    #[test]
+    fn query_all() {
+        let i = ServiceInstance::new("Echo", "127.0.0.1:1")
+            .with_group("g")
+            .with_version("v1")
+            .with_instance_id("a");
+        let all = Query::all();
+        assert!(all.is_all_services());
+        assert_eq!(all.service(), None);
+        assert_eq!(all.path_prefix(), "");
+        assert_eq!(all.levels_below_prefix(), 4);
+        assert!(all.validate().is_ok());
+        assert!(all.matches(&i));
+        assert!(all.matches(&ServiceInstance::new("Other", "h:1")));
+        // A group or version without a service filters but cannot narrow the prefix.
+        let g = Query::all().with_group("g").with_version("v1");
+        assert_eq!(g.path_prefix(), "");
+        assert_eq!(g.levels_below_prefix(), 4);
+        assert!(g.matches(&i));
+        assert!(!g.matches(&i.clone().with_group("h")));
+        assert!(!Query::all().with_version("v2").matches(&i));
+        assert_eq!(Query::new("Echo").service(), Some("Echo"));
+        assert!(matches!(
+            Query::new("").validate(),
+            Err(Error::InvalidQuery(_))
+        ));
     }
 
     #[test]

@@ -30,12 +30,16 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// explicitly or dropped.
     fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>>;
 
-    /// The instances currently matching `query`, sorted by their path key.
+    /// The instances currently matching `query`, sorted by their path key
+    /// (`service/group/version/instance_id`, escaped). [`Query::all`] lists every instance of
+    /// every service.
     fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>>;
 
     /// Watches the instances matching `query`: first an [`Event::Snapshot`], then every change.
     /// No change between the snapshot and the first event is lost; a backend that loses its
-    /// connection resumes by itself and reconciles (emitting the differences).
+    /// connection resumes by itself and reconciles (emitting the differences). With
+    /// [`Query::all`] the watch follows every service: instances of services that did not exist
+    /// when it started are reported as `Added` too.
     fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>>;
 
     /// Backend name: `"memory"`, `"static"`, `"etcd"` or `"zookeeper"`.

@@ -145,6 +145,13 @@ mod tests {
                 .is_empty()
         );
         assert!(reg.discover(&Query::new("Other")).await.unwrap().is_empty());
+        assert_eq!(reg.discover(&Query::all()).await.unwrap(), all);
+        assert!(
+            reg.discover(&Query::all().with_group("g"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let mut w = reg.watch(&Query::new("Echo")).await.unwrap();
         assert_eq!(w.next().await, Some(Event::Snapshot(all)));
         let pending = tokio::time::timeout(std::time::Duration::from_millis(50), w.next()).await;

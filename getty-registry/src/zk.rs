@@ -9,6 +9,9 @@
 //!   new session; it also re-creates the node if it is deleted behind its back, and replaces a
 //!   node still owned by an older session of ours (which the server would delete when that
 //!   session expires).
+//! * A query reads the subtree of its base path: `{root}/{service}[/{group}[/{version}]]`, or
+//!   `{root}` itself for [`Query::all`](crate::Query::all) (instances are then 4 levels down:
+//!   `S/G/V/ID`).
 //! * A watch arms a persistent recursive watch on the query's base path *before* listing the
 //!   subtree, so nothing between the snapshot and the first event is lost; every node event is
 //!   answered by re-reading that node, and every reconnection (events may be lost while
@@ -214,6 +217,17 @@ impl Shared {
         format!("{}/{}", self.root, instance.path_key())
     }
 
+    /// The node below which every instance matching `query` lies: `{root}/{path_prefix}`, or
+    /// the root itself for every service (`/` when the root is the top of the tree).
+    fn base_of(&self, query: &Query) -> String {
+        let p = query.path_prefix();
+        match (p.is_empty(), self.root.is_empty()) {
+            (false, _) => format!("{}/{p}", self.root),
+            (true, false) => self.root.clone(),
+            (true, true) => "/".to_string(),
+        }
+    }
+
     /// Runs `op` on the current session, retrying transient failures, for at most `wait_timeout`.
     async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
@@ -247,6 +261,15 @@ impl Shared {
 
 fn parent(path: &str) -> &str {
     &path[..path.rfind('/').unwrap_or(0)]
+}
+
+/// The path of child `name` of `dir` (`dir` may be `/`).
+fn child(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// Makes sure `path` exists as an ephemeral node of `session` holding `data`. Returns whether
@@ -441,17 +464,19 @@ async fn list_tree(
     let client = &session.client;
     let mut dirs = vec![base.to_string()];
     for _ in 1..=levels {
+        // Requests are sent when the futures are created, so this pipelines each level (a whole
+        // registry, for every service, is read in `levels + 1` round trips).
+        let lists: Vec<_> = dirs.iter().map(|d| client.list_children(d)).collect();
         let mut next = Vec::new();
-        for dir in &dirs {
-            match client.list_children(dir).await {
-                Ok(children) => next.extend(children.into_iter().map(|c| format!("{dir}/{c}"))),
+        for (dir, list) in dirs.iter().zip(lists) {
+            match list.await {
+                Ok(children) => next.extend(children.iter().map(|c| child(dir, c))),
                 Err(zkc::Error::NoNode) => {}
                 Err(e) => return Err(e),
             }
         }
         dirs = next;
     }
-    // Requests are sent when the futures are created, so this pipelines the reads.
     let reads: Vec<_> = dirs.iter().map(|p| client.get_data(p)).collect();
     let mut map = BTreeMap::new();
     for (path, read) in dirs.iter().zip(reads) {
@@ -469,6 +494,10 @@ async fn list_tree(
 }
 
 fn decode(path: &str, data: &[u8], query: &Query) -> Option<ServiceInstance> {
+    if data.is_empty() {
+        // A persistent parent node (e.g. of another registry rooted below ours): not an instance.
+        return None;
+    }
     match ServiceInstance::from_json(data) {
         Ok(i) if query.matches(&i) => Some(i),
         Ok(_) => None,
@@ -526,10 +555,15 @@ struct WatchState {
 }
 
 impl WatchState {
+    /// Whether `path` is an instance node of this watch (`levels` below the base).
     fn is_leaf(&self, path: &str) -> bool {
-        path.strip_prefix(&self.base)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|rest| rest.split('/').count() == self.levels)
+        let rest = if self.base.ends_with('/') {
+            path.strip_prefix(&self.base)
+        } else {
+            path.strip_prefix(&self.base)
+                .and_then(|rest| rest.strip_prefix('/'))
+        };
+        rest.is_some_and(|rest| !rest.is_empty() && rest.split('/').count() == self.levels)
     }
 
     async fn emit(&self, events: impl IntoIterator<Item = Event>) -> bool {
@@ -703,7 +737,7 @@ impl Registry for ZkRegistry {
     fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>> {
         Box::pin(async move {
             query.validate()?;
-            let base = format!("{}/{}", self.shared.root, query.path_prefix());
+            let base = self.shared.base_of(query);
             let levels = query.levels_below_prefix();
             let map = self
                 .shared
@@ -719,7 +753,7 @@ impl Registry for ZkRegistry {
     fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>> {
         Box::pin(async move {
             query.validate()?;
-            let base = format!("{}/{}", self.shared.root, query.path_prefix());
+            let base = self.shared.base_of(query);
             let levels = query.levels_below_prefix();
             let (session, watcher, entries) = self
                 .shared

@@ -249,9 +249,13 @@ impl Peer {
             seq = tracing::field::Empty,
             peer = self.id()
         );
-        async { self.start_call_raw(service, method, codec, body, opts).await?.await }
-            .instrument(span)
-            .await
+        async {
+            self.start_call_raw(service, method, codec, body, opts)
+                .await?
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     /// A typed two-way call; `B` says how the messages are encoded (see [`crate::body`]).
