@@ -12,48 +12,16 @@
 #[path = "support/certs.rs"]
 mod certs;
 
+#[path = "support/echo.rs"]
+mod echo;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use getty::core::{
-    ClientBuilder, EventListener, LengthPrefixed, ServerBuilder, Session, SessionConfig,
-    SessionOptions, TlsClientConfig, TlsServerConfig, new_session,
-};
-use tokio::sync::mpsc;
-
-struct EchoServer;
-
-impl EventListener<Bytes> for EchoServer {
-    fn on_open(&self, s: &Session<Bytes>) -> Result<(), String> {
-        println!("server: open {s}");
-        Ok(())
-    }
-    fn on_message(&self, s: &Session<Bytes>, pkg: Bytes) {
-        if let Err(e) = s.try_send_pkg(&pkg) {
-            eprintln!("server: reply failed: {e}");
-        }
-    }
-}
-
-struct EchoClient(mpsc::UnboundedSender<Bytes>);
-
-impl EventListener<Bytes> for EchoClient {
-    fn on_message(&self, _s: &Session<Bytes>, pkg: Bytes) {
-        let _ = self.0.send(pkg);
-    }
-}
-
-fn configure(l: Arc<dyn EventListener<Bytes>>) -> getty::core::NewSessionCallback<Bytes> {
-    new_session(move |c: &mut SessionConfig<Bytes>| {
-        c.set_name("tls-echo")
-            .set_pkg_handler(Arc::new(LengthPrefixed))
-            .set_event_listener(l.clone())
-            .set_options(SessionOptions::default());
-        Ok(())
-    })
-}
+use echo::{EchoServer, configure, echo_client, echo_rounds};
+use getty::core::{ClientBuilder, ServerBuilder, SessionOptions, TlsClientConfig, TlsServerConfig};
 
 async fn serve(
     addr: &str,
@@ -62,7 +30,10 @@ async fn serve(
     ServerBuilder::new(addr)
         // A peer that connects and never finishes the handshake is dropped after this.
         .handshake_timeout(Duration::from_secs(3))
-        .serve_tls(tls, configure(Arc::new(EchoServer)))
+        .serve_tls(
+            tls,
+            configure("tls-echo", Arc::new(EchoServer), SessionOptions::default()),
+        )
         .await
 }
 
@@ -71,24 +42,12 @@ async fn run_client(
     tls: TlsClientConfig,
     rounds: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let client = ClientBuilder::new(addr)
-        .reconnect_attempts(3)
-        .connect_tls(tls, configure(Arc::new(EchoClient(tx))))?;
-    client.ready().await?;
-    let s = client.session().ok_or("no session")?;
-    for i in 0..rounds {
-        let msg = Bytes::from(format!("hello #{i} over {}", s.endpoint_type()));
-        s.write_pkg(&msg, None).await?;
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await?
-            .ok_or("closed")?;
-        println!("client: echo {:?}", String::from_utf8_lossy(&got));
-        assert_eq!(got, msg);
-    }
-    println!("client: {}", s.stat());
-    client.close().await;
-    Ok(())
+    let (listener, rx) = echo_client();
+    let client = ClientBuilder::new(addr).reconnect_attempts(3).connect_tls(
+        tls,
+        configure("tls-echo", listener, SessionOptions::default()),
+    )?;
+    echo_rounds(client, rx, rounds, Duration::ZERO).await
 }
 
 #[tokio::main]

@@ -12,43 +12,18 @@
 #[path = "support/certs.rs"]
 mod certs;
 
+#[path = "support/echo.rs"]
+mod echo;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use getty::core::{
-    ClientBuilder, EventListener, LengthPrefixed, ServerBuilder, Session, SessionConfig,
-    SessionOptions, TlsClientConfig, TlsServerConfig, new_session,
-};
-use tokio::sync::mpsc;
+use echo::{EchoServer, configure, echo_client, echo_rounds};
+use getty::core::{ClientBuilder, ServerBuilder, SessionOptions, TlsClientConfig, TlsServerConfig};
 
 const PATH: &str = "/echo";
-
-struct EchoServer;
-
-impl EventListener<Bytes> for EchoServer {
-    fn on_open(&self, s: &Session<Bytes>) -> Result<(), String> {
-        println!("server: open {s}");
-        Ok(())
-    }
-    fn on_close(&self, s: &Session<Bytes>) {
-        println!("server: close {s}");
-    }
-    fn on_message(&self, s: &Session<Bytes>, pkg: Bytes) {
-        if let Err(e) = s.try_send_pkg(&pkg) {
-            eprintln!("server: reply failed: {e}");
-        }
-    }
-}
-
-struct EchoClient(mpsc::UnboundedSender<Bytes>);
-
-impl EventListener<Bytes> for EchoClient {
-    fn on_message(&self, _s: &Session<Bytes>, pkg: Bytes) {
-        let _ = self.0.send(pkg);
-    }
-}
 
 fn options() -> SessionOptions {
     SessionOptions {
@@ -58,16 +33,6 @@ fn options() -> SessionOptions {
     }
 }
 
-fn configure(l: Arc<dyn EventListener<Bytes>>) -> getty::core::NewSessionCallback<Bytes> {
-    new_session(move |c: &mut SessionConfig<Bytes>| {
-        c.set_name("wss-echo")
-            .set_pkg_handler(Arc::new(LengthPrefixed))
-            .set_event_listener(l.clone())
-            .set_options(options());
-        Ok(())
-    })
-}
-
 async fn serve(
     addr: &str,
     tls: TlsServerConfig,
@@ -75,7 +40,11 @@ async fn serve(
     ServerBuilder::new(addr)
         .session_options(options())
         .handshake_timeout(Duration::from_secs(3))
-        .serve_wss(PATH, tls, configure(Arc::new(EchoServer)))
+        .serve_wss(
+            PATH,
+            tls,
+            configure("wss-echo", Arc::new(EchoServer), options()),
+        )
         .await
 }
 
@@ -84,25 +53,12 @@ async fn run_client(
     tls: TlsClientConfig,
     rounds: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (listener, rx) = echo_client();
     let client = ClientBuilder::new(url)
         .session_options(options())
         .reconnect_attempts(3)
-        .connect_wss(tls, configure(Arc::new(EchoClient(tx))))?;
-    client.ready().await?;
-    let s = client.session().ok_or("no session")?;
-    for i in 0..rounds {
-        let msg = Bytes::from(format!("hello #{i} over {}", s.endpoint_type()));
-        s.write_pkg(&msg, None).await?;
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await?
-            .ok_or("closed")?;
-        println!("client: echo {:?}", String::from_utf8_lossy(&got));
-        assert_eq!(got, msg);
-    }
-    println!("client: {}", s.stat());
-    client.close().await;
-    Ok(())
+        .connect_wss(tls, configure("wss-echo", listener, options()))?;
+    echo_rounds(client, rx, rounds, Duration::ZERO).await
 }
 
 #[tokio::main]
