@@ -83,7 +83,9 @@ fn server_router(name: &'static str, cancelled: Arc<AtomicUsize>) -> Router {
         }
     });
     r.add_json("test.Math", "Block", |_ctx: Context, ms: u64| async move {
-        std::thread::sleep(Duration::from_millis(ms));
+        // Blocks (so a Cancel cannot stop it), but hands this worker's other tasks to another
+        // thread, so the caller's timer still fires on time.
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(ms)));
         Ok(ms)
     });
     r.add_json("test.Math", "Meta", |ctx: Context, _: ()| async move {

@@ -641,7 +641,7 @@ async fn back_pressure_bounds_the_queue_and_a_stalled_peer_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reconnects_after_the_server_is_killed_and_restarted() {
-    let (srv, mut srx) = echo_server(opts()).await;
+    let (srv, srx) = echo_server(opts()).await;
     let addr = srv.local_addr();
     let (cl, mut crx) = recorder(false);
     let client = ClientBuilder::new(addr.to_string())

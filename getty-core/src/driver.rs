@@ -235,6 +235,22 @@ async fn dispatch<P: Send + 'static>(
             pool.submit(Box::new(move || l.on_message(&s, pkg))).await;
             Ok(())
         }
+    }?;
+    wait_for_room(session).await;
+    Ok(())
+}
+
+/// Back-pressure from writes to reads: when what the listener queued fills the write queue,
+/// the session reads nothing more until the writer has made room. Replies then never pile up
+/// anywhere, and a peer that floods without reading its replies is slowed (and, once its own
+/// socket stops taking bytes, timed out by the write timeout).
+async fn wait_for_room<P: Send + 'static>(session: &Session<P>) {
+    if session.inner.tx.capacity() == 0 {
+        tokio::select! {
+            biased;
+            _ = session.inner.closing.cancelled() => {}
+            permit = session.inner.tx.reserve() => drop(permit),
+        }
     }
 }
 

@@ -61,9 +61,7 @@ impl RpcConnection {
     }
 
     fn reply_error(&self, s: &Session<Frame>, seq: u64, e: RpcError) {
-        if let Err(err) = s.try_send_pkg(&Frame::error(seq, e.status, e.message)) {
-            tracing::debug!(seq, error = %err, "could not send an error reply");
-        }
+        send_now_or_later(s, Frame::error(seq, e.status, e.message));
     }
 
     /// Routes a Request or OneWay to its handler.
@@ -74,7 +72,7 @@ impl RpcConnection {
             if let Some(reply) = builtin::serve(&self.state, &f)
                 && two_way
             {
-                let _ = s.try_send_pkg(&reply);
+                send_now_or_later(s, reply);
             }
             return;
         }
@@ -150,13 +148,16 @@ impl RpcConnection {
                 Err(_) => Some(Err(RpcError::internal("the handler panicked"))),
             };
             if let Some(res) = res {
-                drop(serving);
                 if two_way {
                     let reply = reply_frame(seq, codec, res);
                     if let Err(getty_core::Error::QueueFull { .. }) = s.try_send_pkg(&reply) {
-                        // Never drop a reply: wait for room on a task.
+                        // Never drop a reply: wait for room on a task, which keeps its
+                        // in-flight slot, so `max_inflight` bounds these tasks too.
                         let session = s.clone();
-                        tokio::spawn(async move { send_reply(&session, seq, reply).await });
+                        tokio::spawn(async move {
+                            let _serving = serving;
+                            send_reply(&session, seq, reply).await
+                        });
                     }
                 } else if let Err(e) = res {
                     tracing::debug!(seq, error = %e, "one-way handler failed");
@@ -193,6 +194,21 @@ impl RpcConnection {
         if two_way {
             running.insert(seq, h.abort_handle());
         }
+    }
+}
+
+/// Queues a frame the protocol requires (a reply, a Pong) without blocking the session task;
+/// when the queue is full it waits on a task instead of dropping the frame. The session reads
+/// nothing more until the queue has room again (getty-core's back-pressure), so these tasks
+/// stay few.
+fn send_now_or_later(s: &Session<Frame>, f: Frame) {
+    if let Err(getty_core::Error::QueueFull { .. }) = s.try_send_pkg(&f) {
+        let s = s.clone();
+        tokio::spawn(async move {
+            if let Err(e) = s.send_pkg(&f).await {
+                tracing::debug!(seq = f.seq, error = %e, "frame not sent");
+            }
+        });
     }
 }
 
@@ -255,9 +271,7 @@ impl EventListener<Frame> for RpcConnection {
         match f.kind {
             Kind::Response | Kind::Pong => complete(&self.state, f),
             Kind::Request | Kind::OneWay => self.serve(s, f),
-            Kind::Ping => {
-                let _ = s.try_send_pkg(&Frame::pong(f.seq));
-            }
+            Kind::Ping => send_now_or_later(s, Frame::pong(f.seq)),
             Kind::Cancel => {
                 let h = self
                     .state
