@@ -264,6 +264,10 @@ async fn reader_error_gives_on_error_then_on_close_once() {
             }
             LengthPrefixed.read(buf)
         }
+        // A wrapper that delegates `read` delegates `read_owned` too.
+        fn read_owned(&self, pkg: Bytes) -> Result<Bytes, getty::core::CodecError> {
+            LengthPrefixed.read_owned(pkg)
+        }
     }
     let (l, mut srx) = recorder(false);
     let l2: Arc<dyn EventListener<Bytes>> = l;

@@ -97,9 +97,12 @@ struct Picky;
 
 impl Reader<Bytes> for Picky {
     fn read(&self, buf: &[u8]) -> Result<Decoded<Bytes>, CodecError> {
-        match LengthPrefixed.read(buf)? {
-            Decoded::Package { pkg, .. } if pkg == "reject" => Err(CodecError::msg("refused")),
-            d => Ok(d),
+        LengthPrefixed.read(buf)
+    }
+    fn read_owned(&self, pkg: Bytes) -> Result<Bytes, CodecError> {
+        match LengthPrefixed.read_owned(pkg)? {
+            p if p == "reject" => Err(CodecError::msg("refused")),
+            p => Ok(p),
         }
     }
 }

@@ -49,6 +49,16 @@ fn deframe<P, R: Reader<P>>(reader: &R, chunks: &[&[u8]], max: usize) -> (Vec<P>
                     buf.advance(len);
                     out.push(pkg);
                 }
+                Ok(Decoded::Split { len }) => {
+                    assert!(len > 0 && len <= buf.len(), "bad split length {len}");
+                    if max > 0 && len > max {
+                        return (out, End::TooLong);
+                    }
+                    match reader.read_owned(buf.split_to(len).freeze()) {
+                        Ok(pkg) => out.push(pkg),
+                        Err(_) => return (out, End::Codec),
+                    }
+                }
                 Ok(Decoded::NeedMore { pkg_len }) => {
                     if let Some(n) = pkg_len {
                         assert!(n > buf.len(), "announced {n} with {} buffered", buf.len());

@@ -34,6 +34,7 @@ fn check(data: &[u8], max: usize) {
                 );
             }
         }
+        Ok(Decoded::Split { .. }) => unreachable!("frame::decode copies; it never splits"),
         Ok(Decoded::NeedMore { pkg_len }) => match pkg_len {
             None => {
                 assert!(data.len() < HEADER_LEN);

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::CodecError;
 
@@ -17,12 +17,25 @@ pub enum Decoded<P> {
     /// Not enough bytes yet. `pkg_len` is the total length of the next package when the header
     /// already says it, so that an over-long package is refused before its body is buffered.
     NeedMore { pkg_len: Option<usize> },
+    /// The next package is the first `len` bytes: the session splits them off its buffer
+    /// without copying and hands them to [`Reader::read_owned`]. For readers whose packages
+    /// keep big byte fields (bodies), which then share the read buffer instead of a copy.
+    Split { len: usize },
 }
 
 /// Turns buffered bytes into packages. Shared by all sessions that use it, hence `&self`.
 pub trait Reader<P>: Send + Sync + 'static {
     /// Looks at the buffered, not yet consumed bytes. Must not panic on any input.
     fn read(&self, buf: &[u8]) -> Result<Decoded<P>, CodecError>;
+
+    /// Builds the package from exactly its bytes, after `read` answered [`Decoded::Split`].
+    /// A reader that wraps another and forwards `read` must forward this too.
+    fn read_owned(&self, pkg: Bytes) -> Result<P, CodecError> {
+        let _ = pkg;
+        Err(CodecError::msg(
+            "the reader answered Decoded::Split but does not implement read_owned",
+        ))
+    }
 }
 
 /// Turns a package into bytes, appended to `dst`. Called on the writing task, so encoding cost
@@ -61,6 +74,22 @@ pub(crate) enum DeframeError {
 }
 
 impl<P: 'static> Deframer<P> {
+    /// A package's length must be positive, buffered, and within the limit (0: none).
+    fn check_len(len: usize, buffered: usize, max: usize) -> Result<(), DeframeError> {
+        if len == 0 {
+            return Err(DeframeError::BadReader("a package of length 0"));
+        }
+        if len > buffered {
+            return Err(DeframeError::BadReader(
+                "a length beyond the buffered bytes",
+            ));
+        }
+        if max > 0 && len > max {
+            return Err(DeframeError::TooLong(len));
+        }
+        Ok(())
+    }
+
     /// Takes one package off the front of `buf`, or says more bytes are needed.
     ///
     /// `max` of 0 means unlimited. A reader that announces a too-long package fails here, before
@@ -69,18 +98,15 @@ impl<P: 'static> Deframer<P> {
         match self {
             Deframer::Getty(r) => match r.read(buf).map_err(DeframeError::Codec)? {
                 Decoded::Package { pkg, len } => {
-                    if len == 0 {
-                        return Err(DeframeError::BadReader("a package of length 0"));
-                    }
-                    if len > buf.len() {
-                        return Err(DeframeError::BadReader(
-                            "a length beyond the buffered bytes",
-                        ));
-                    }
-                    if max > 0 && len > max {
-                        return Err(DeframeError::TooLong(len));
-                    }
+                    Self::check_len(len, buf.len(), max)?;
                     buf.advance(len);
+                    Ok(Step::Package(pkg))
+                }
+                Decoded::Split { len } => {
+                    Self::check_len(len, buf.len(), max)?;
+                    let pkg = r
+                        .read_owned(buf.split_to(len).freeze())
+                        .map_err(DeframeError::Codec)?;
                     Ok(Step::Package(pkg))
                 }
                 Decoded::NeedMore { pkg_len } => {
@@ -119,6 +145,13 @@ impl<P: 'static> Deframer<P> {
             Deframer::Getty(r) => match r.read(buf).map_err(DeframeError::Codec)? {
                 Decoded::Package { pkg, len } if len > 0 && len <= buf.len() => Ok(Some(pkg)),
                 Decoded::Package { .. } => Err(DeframeError::BadReader(
+                    "a length that is not within the message",
+                )),
+                Decoded::Split { len } if len > 0 && len <= buf.len() => r
+                    .read_owned(buf.split_to(len).freeze())
+                    .map(Some)
+                    .map_err(DeframeError::Codec),
+                Decoded::Split { .. } => Err(DeframeError::BadReader(
                     "a length that is not within the message",
                 )),
                 Decoded::NeedMore { .. } => Ok(None),

@@ -26,10 +26,12 @@ impl Reader<Bytes> for LengthPrefixed {
                 pkg_len: Some(total),
             });
         }
-        Ok(Decoded::Package {
-            pkg: Bytes::copy_from_slice(&buf[HEADER_LEN..total]),
-            len: total,
-        })
+        // The body is handed over without a copy (see `read_owned`).
+        Ok(Decoded::Split { len: total })
+    }
+
+    fn read_owned(&self, pkg: Bytes) -> Result<Bytes, CodecError> {
+        Ok(pkg.slice(HEADER_LEN..))
     }
 }
 
@@ -67,11 +69,9 @@ mod tests {
         }
         assert_eq!(
             LengthPrefixed.read(&frame).unwrap(),
-            Decoded::Package {
-                pkg: Bytes::from_static(b"hello"),
-                len: 9
-            }
+            Decoded::Split { len: 9 }
         );
+        assert_eq!(LengthPrefixed.read_owned(frame.freeze()).unwrap(), "hello");
     }
 
     #[test]

@@ -433,30 +433,57 @@ pub fn decode(buf: &[u8], max_frame: usize) -> Result<Decoded<Frame>, FrameError
         return Ok(Decoded::NeedMore { pkg_len: None });
     };
     let total = h.total_len();
-    let Some(rest) = buf.get(HEADER_LEN..total) else {
+    let Some(whole) = buf.get(..total) else {
         return Ok(Decoded::NeedMore {
             pkg_len: Some(total),
         });
     };
-    let (meta, body) = rest
-        .split_at_checked(h.meta_len as usize)
-        .ok_or(FrameError::BadMeta("meta_len exceeds the frame"))?;
-    let meta = Meta::parse(meta)?;
+    let (frame, body) = parse(h, whole)?;
     Ok(Decoded::Package {
         pkg: Frame {
-            kind: h.kind,
-            codec: h.codec,
-            flags: h.flags,
-            status: h.status,
-            seq: h.seq,
-            timeout_ms: h.timeout_ms,
-            service: meta.service,
-            method: meta.method,
-            metadata: meta.pairs,
-            body: Bytes::copy_from_slice(body),
+            body: Bytes::copy_from_slice(&whole[body]),
+            ..frame
         },
         len: total,
     })
+}
+
+/// Decodes exactly one whole frame held in `frame`; the body shares `frame`'s memory (no copy).
+pub fn decode_frame(frame: Bytes, max_frame: usize) -> Result<Frame, FrameError> {
+    let h = peek_header(&frame, max_frame)?
+        .ok_or(FrameError::BadMeta("frame shorter than its header"))?;
+    if h.total_len() != frame.len() {
+        return Err(FrameError::BadMeta(
+            "frame length does not match its header",
+        ));
+    }
+    let (f, body) = parse(h, &frame)?;
+    Ok(Frame {
+        body: frame.slice(body),
+        ..f
+    })
+}
+
+/// Parses a whole frame's meta section; returns the frame without its body, and where the body is.
+fn parse(h: Header, whole: &[u8]) -> Result<(Frame, std::ops::Range<usize>), FrameError> {
+    let meta_end = HEADER_LEN + h.meta_len as usize;
+    let meta = whole
+        .get(HEADER_LEN..meta_end)
+        .ok_or(FrameError::BadMeta("meta_len exceeds the frame"))?;
+    let meta = Meta::parse(meta)?;
+    let frame = Frame {
+        kind: h.kind,
+        codec: h.codec,
+        flags: h.flags,
+        status: h.status,
+        seq: h.seq,
+        timeout_ms: h.timeout_ms,
+        service: meta.service,
+        method: meta.method,
+        metadata: meta.pairs,
+        body: Bytes::new(),
+    };
+    Ok((frame, meta_end..whole.len()))
 }
 
 /// The error texts for one string field of the meta section.
@@ -640,8 +667,20 @@ impl Default for FrameCodec {
 }
 
 impl Reader<Frame> for FrameCodec {
+    /// Checks the header; once the whole frame is buffered the session splits it off and
+    /// [`read_owned`](Reader::read_owned) decodes it, the body sharing the read buffer.
     fn read(&self, buf: &[u8]) -> Result<Decoded<Frame>, CodecError> {
-        Ok(decode(buf, self.max_frame)?)
+        match peek_header(buf, self.max_frame)? {
+            None => Ok(Decoded::NeedMore { pkg_len: None }),
+            Some(h) if buf.len() < h.total_len() => Ok(Decoded::NeedMore {
+                pkg_len: Some(h.total_len()),
+            }),
+            Some(h) => Ok(Decoded::Split { len: h.total_len() }),
+        }
+    }
+
+    fn read_owned(&self, pkg: Bytes) -> Result<Frame, CodecError> {
+        Ok(decode_frame(pkg, self.max_frame)?)
     }
 }
 
@@ -1031,11 +1070,12 @@ mod tests {
         let f = Frame::request(1, CodecId::Json, "s", "m", "body");
         let mut d = BytesMut::new();
         c.write(&f, &mut d).unwrap();
+        assert_eq!(c.read(&d).unwrap(), Decoded::Split { len: d.len() });
+        assert_eq!(c.read_owned(d.clone().freeze()).unwrap(), f);
         assert_eq!(
-            c.read(&d).unwrap(),
-            Decoded::Package {
-                pkg: f.clone(),
-                len: d.len()
+            c.read(&d[..d.len() - 1]).unwrap(),
+            Decoded::NeedMore {
+                pkg_len: Some(d.len())
             }
         );
         let small = FrameCodec::new(d.len() - 1);

@@ -21,6 +21,7 @@ fn feed<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, want: &[Frame]) -> Vec<F
                     buf.advance(len);
                     out.push(pkg);
                 }
+                Decoded::Split { .. } => unreachable!("frame::decode copies; it never splits"),
                 Decoded::NeedMore { pkg_len } => {
                     if buf.len() >= frame::HEADER_LEN {
                         let next = want.get(out.len()).expect("more bytes than frames");
