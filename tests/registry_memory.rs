@@ -1,25 +1,85 @@
 //! getty-registry with the in-process `memory://` backend (and `static://`): no server needed.
+//!
+//! The scenarios shared with the etcd and ZooKeeper backends are in `registry_scenarios`; this
+//! file has the memory hooks, thin wrappers and the tests of memory and `static://` alone.
 
-use std::collections::{BTreeSet, HashMap};
+mod registry_scenarios;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use getty::registry::{
     Balancer, Directory, Error, Event, LoadBalancer, Query, Registry, ServiceInstance, Strategy,
-    Watch, connect,
+    connect,
 };
+use registry_scenarios::{self as scenarios, Backend, next};
 
 const T: Duration = Duration::from_secs(5);
 
-async fn next(w: &mut Watch) -> Event {
-    tokio::time::timeout(T, w.next())
-        .await
-        .expect("watch event in time")
-        .expect("watch open")
+/// The in-process backend: a root names a namespace (namespaces are flat: a nested root is just
+/// another one). What it stores is seen through a second handle on the namespace.
+struct Memory;
+
+impl Memory {
+    async fn contents(&self, root: &str) -> Vec<ServiceInstance> {
+        let other = connect(&self.url(root, 0)).await.unwrap();
+        other.discover(&Query::all()).await.unwrap()
+    }
+}
+
+impl Backend for Memory {
+    const KIND: &'static str = "memory";
+
+    fn url(&self, root: &str, _ttl: u32) -> String {
+        format!("memory://{}", root.replace('/', "-"))
+    }
+
+    async fn stored(&self, root: &str) -> usize {
+        self.contents(root).await.len()
+    }
+
+    async fn assert_stored(&self, root: &str, inst: &ServiceInstance) {
+        assert_eq!(self.contents(root).await, vec![inst.clone()]);
+    }
+
+    async fn assert_deregistered(&self, root: &str, _inst: &ServiceInstance) {
+        assert!(self.contents(root).await.is_empty());
+    }
+}
+
+/// A namespace of the test `name` that no other test uses.
+fn unique_root(name: &str) -> String {
+    format!("{name}-{}", fastrand::u64(..))
 }
 
 fn unique(name: &str) -> String {
-    format!("memory://{name}-{}", fastrand::u64(..))
+    Memory.url(&unique_root(name), 0)
+}
+
+#[tokio::test]
+async fn registration_stored_and_deregistered() {
+    scenarios::registration_stored_and_deregistered(&Memory, &unique_root("stored")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_50_none_lost() {
+    scenarios::watch_sees_burst_of_50(&Memory, &unique_root("burst")).await;
+}
+
+/// `Query::all()` (see the scenario); and `static://`, which holds one service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_services_discover_and_watch() {
+    scenarios::all_services_discover_and_watch(&Memory, &unique_root("all")).await;
+
+    let st = connect("static://10.0.0.1:80?service=S").await.unwrap();
+    assert_eq!(st.discover(&Query::all()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn group_and_version_filtering() {
+    scenarios::discovery_and_watch_filtered_by_group_and_version(&Memory, &unique_root("filter"))
+        .await;
 }
 
 #[tokio::test]
@@ -82,182 +142,6 @@ async fn register_discover_watch_deregister() {
     drop(r3);
     assert_eq!(next(&mut w).await, Event::Removed(i3));
     assert!(reg.discover(&q).await.unwrap().is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn burst_of_50_none_lost() {
-    let reg = connect(&unique("burst")).await.unwrap();
-    let q = Query::new("Burst");
-    let mut early = reg.watch(&q).await.unwrap();
-    assert_eq!(next(&mut early).await, Event::Snapshot(vec![]));
-
-    // 50 concurrent registrations.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let reg = reg.clone();
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let _counted = Counted(done);
-            // Spread over ~100 ms so that the late watcher below starts mid-burst.
-            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
-            reg.register(
-                ServiceInstance::new("Burst", format!("10.0.0.1:{}", 1000 + i))
-                    .with_instance_id(format!("n{i}")),
-            )
-            .await
-            .unwrap()
-        }));
-    }
-    // A second watcher created while the registrations are landing (after about 20 of them).
-    let start = std::time::Instant::now();
-    while done.load(std::sync::atomic::Ordering::SeqCst) < 20
-        && start.elapsed() < Duration::from_secs(10)
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let mut late = reg.watch(&q).await.unwrap();
-    let mut regs = Vec::new();
-    for t in tasks {
-        regs.push(t.await.unwrap());
-    }
-    let want: BTreeSet<String> = (0..50).map(|i| format!("n{i}")).collect();
-
-    let mut seen = BTreeSet::new();
-    while seen.len() < 50 {
-        match next(&mut early).await {
-            Event::Added(i) => assert!(
-                seen.insert(i.instance_id.clone()),
-                "duplicate Added {}",
-                i.instance_id
-            ),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(seen, want);
-    assert!(early.try_next().is_none());
-
-    // Late watcher: snapshot + Added = all 50, each exactly once.
-    let mut late_seen = BTreeSet::new();
-    match next(&mut late).await {
-        Event::Snapshot(list) => late_seen.extend(list.into_iter().map(|i| i.instance_id)),
-        other => panic!("first event must be a snapshot, got {other:?}"),
-    }
-    while late_seen.len() < 50 {
-        match next(&mut late).await {
-            Event::Added(i) => assert!(
-                late_seen.insert(i.instance_id.clone()),
-                "duplicate {}",
-                i.instance_id
-            ),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(late_seen, want);
-
-    // 50 concurrent deregistrations: 50 Removed.
-    let tasks: Vec<_> = regs
-        .into_iter()
-        .map(|r| tokio::spawn(r.deregister()))
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    let mut removed = BTreeSet::new();
-    while removed.len() < 50 {
-        match next(&mut early).await {
-            Event::Removed(i) => assert!(removed.insert(i.instance_id.clone())),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(removed, want);
-    assert!(reg.discover(&q).await.unwrap().is_empty());
-}
-
-/// `Query::all()`: every service of the namespace (and nothing of another one); a watch that sees
-/// new services join, change and leave; a Directory over every service.
-#[tokio::test]
-async fn all_services_discover_and_watch() {
-    let reg = connect(&unique("all")).await.unwrap();
-    assert!(reg.discover(&Query::all()).await.unwrap().is_empty());
-    let mut early = reg.watch(&Query::all()).await.unwrap();
-    assert_eq!(next(&mut early).await, Event::Snapshot(vec![]));
-    let everything = Directory::new(reg.clone(), Query::all());
-    let other_ns = connect(&unique("all-other")).await.unwrap();
-    let _elsewhere = other_ns
-        .register(ServiceInstance::new("Elsewhere", "10.9.9.9:1"))
-        .await
-        .unwrap();
-
-    let mut regs = Vec::new();
-    for (svc, g, v, id) in [
-        ("b.Beta", "", "v2", "b2"),
-        ("a.Alpha", "g1", "v1", "a1"),
-        ("b.Beta", "", "v1", "b1"),
-    ] {
-        let inst = ServiceInstance::new(svc, format!("{id}:1"))
-            .with_group(g)
-            .with_version(v)
-            .with_instance_id(id);
-        regs.push(reg.register(inst).await.unwrap());
-        assert!(matches!(next(&mut early).await, Event::Added(i) if i.instance_id == id));
-    }
-    let ids = |l: Vec<ServiceInstance>| l.into_iter().map(|i| i.instance_id).collect::<Vec<_>>();
-    // Sorted by path key: service, group, version, instance id.
-    assert_eq!(
-        ids(reg.discover(&Query::all()).await.unwrap()),
-        ["a1", "b1", "b2"]
-    );
-    assert_eq!(
-        ids(reg.discover(&Query::all().with_group("g1")).await.unwrap()),
-        ["a1"]
-    );
-    assert_eq!(
-        ids(reg
-            .discover(&Query::all().with_version("v2"))
-            .await
-            .unwrap()),
-        ["b2"]
-    );
-    assert!(
-        everything
-            .wait_for(T, |l| l
-                .iter()
-                .map(|i| i.instance_id.as_str())
-                .eq(["a1", "b1", "b2"]))
-            .await
-    );
-    let mut late = reg.watch(&Query::all()).await.unwrap();
-    assert_eq!(
-        next(&mut late).await,
-        Event::Snapshot(reg.discover(&Query::all()).await.unwrap())
-    );
-
-    // A service that did not exist when the watches started joins, changes and leaves.
-    let c = reg
-        .register(ServiceInstance::new("c.New", "10.0.0.3:1").with_instance_id("c1"))
-        .await
-        .unwrap();
-    let ci = c.instance().clone();
-    for w in [&mut early, &mut late] {
-        assert_eq!(next(w).await, Event::Added(ci.clone()));
-    }
-    let c2 = reg.register(ci.clone().with_weight(5)).await.unwrap();
-    for w in [&mut early, &mut late] {
-        assert_eq!(next(w).await, Event::Updated(ci.clone().with_weight(5)));
-    }
-    drop(c); // superseded: removes nothing
-    c2.deregister().await.unwrap();
-    for w in [&mut early, &mut late] {
-        assert_eq!(next(w).await, Event::Removed(ci.clone().with_weight(5)));
-        assert!(w.try_next().is_none(), "nothing of the other namespace");
-    }
-    drop(regs);
-    assert!(everything.wait_for(T, |l| l.is_empty()).await);
-
-    // static:// holds one service: Query::all() lists it.
-    let st = connect("static://10.0.0.1:80?service=S").await.unwrap();
-    assert_eq!(st.discover(&Query::all()).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -326,50 +210,6 @@ async fn directory_and_balancers() {
 }
 
 #[tokio::test]
-async fn group_and_version_filtering() {
-    let reg = connect(&unique("filter")).await.unwrap();
-    let mut regs = Vec::new();
-    for (g, v, id) in [("A", "v1", "a1"), ("A", "v2", "a2"), ("B", "v1", "b1")] {
-        let inst = ServiceInstance::new("Svc", format!("{id}:1"))
-            .with_group(g)
-            .with_version(v)
-            .with_instance_id(id);
-        regs.push(reg.register(inst).await.unwrap());
-    }
-    let ids = |l: Vec<ServiceInstance>| l.into_iter().map(|i| i.instance_id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(reg.discover(&Query::new("Svc")).await.unwrap()),
-        ["a1", "a2", "b1"]
-    );
-    assert_eq!(
-        ids(reg
-            .discover(&Query::new("Svc").with_group("A"))
-            .await
-            .unwrap()),
-        ["a1", "a2"]
-    );
-    assert_eq!(
-        ids(reg
-            .discover(&Query::new("Svc").with_version("v1"))
-            .await
-            .unwrap()),
-        ["a1", "b1"]
-    );
-    assert_eq!(
-        ids(reg
-            .discover(&Query::new("Svc").with_group("A").with_version("v2"))
-            .await
-            .unwrap()),
-        ["a2"]
-    );
-    assert!(reg.discover(&Query::new("Other")).await.unwrap().is_empty());
-    assert!(matches!(
-        reg.discover(&Query::new("")).await,
-        Err(Error::InvalidQuery(_))
-    ));
-}
-
-#[tokio::test]
 async fn memory_namespaces_and_static() {
     let name = unique("ns");
     let a = connect(&name).await.unwrap();
@@ -403,13 +243,4 @@ async fn memory_namespaces_and_static() {
         connect("etcd://127.0.0.1:1/x").await,
         Err(Error::FeatureDisabled("etcd"))
     ));
-}
-
-/// Counts a finished registration task when dropped.
-struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
 }
