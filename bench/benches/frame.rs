@@ -1,4 +1,5 @@
-//! getty-rpc's sans-io frame layer: `frame::encode` and `frame::decode` of an echo Request
+//! getty-rpc's sans-io frame layer: `frame::encode`, `frame::decode` (copying) and
+//! `frame::decode_frame` (zero-copy, what sessions use) of an echo Request
 //! with a 64 B and a 16 KiB payload, in JSON and in Protobuf; plus the body codecs alone.
 //! Reported as bytes of frame (or body) per second.
 //!
@@ -78,6 +79,20 @@ fn frames(c: &mut Criterion) {
                     Decoded::NeedMore { .. } | Decoded::Split { .. } => unreachable!(),
                 },
             )
+        });
+    }
+    g.finish();
+
+    // What a session does since zero-copy reads: the whole frame is split off the read buffer
+    // and decoded in place, the body sharing it.
+    let mut g = c.benchmark_group("frame/decode_frame");
+    for (codec, len) in CASES {
+        let mut buf = BytesMut::new();
+        frame::encode(&request(codec, len), &mut buf).unwrap();
+        let wire = buf.freeze();
+        g.throughput(Throughput::Bytes(wire.len() as u64));
+        g.bench_function(id(codec, len), |b| {
+            b.iter(|| frame::decode_frame(black_box(wire.clone()), DEFAULT_MAX_FRAME).unwrap())
         });
     }
     g.finish();

@@ -45,6 +45,9 @@ pub struct StartRequest {
     /// The codec byte of the echo calls (1 JSON, 2 Protobuf).
     #[prost(uint32, tag = "5")]
     pub codec: u32,
+    /// One task per slot (`--spawn-slots`).
+    #[prost(bool, tag = "6")]
+    pub spawn_slots: bool,
 }
 
 /// `--reverse`: the figures of the run, measured by the server (the caller).
@@ -143,13 +146,14 @@ pub fn add_control(r: &mut Router, default_codec: CodecId) {
                 c @ (CodecId::Json | CodecId::Protobuf) => c,
                 c => return Err(RpcError::bad_request(format!("unsupported codec {c}"))),
             };
-            let load = Load::new(
+            let mut load = Load::new(
                 req.inflight.max(1) as usize,
                 req.payload as usize,
                 codec,
                 req.warmup_secs,
                 req.secs,
             );
+            load.spawn_slots = req.spawn_slots;
             let tally = load::drive(ctx.peer(), &load).await;
             Ok(StartReply::from_tally(&tally))
         },

@@ -56,6 +56,9 @@ pub struct Load {
     /// Calls that end in `[measure, end)` count.
     pub measure: Instant,
     pub end: Instant,
+    /// Run every slot as a task of its own (as the peerbench clients do) rather than all the
+    /// slots of a connection in one task.
+    pub spawn_slots: bool,
 }
 
 impl Load {
@@ -71,6 +74,7 @@ impl Load {
             body,
             measure,
             end: measure + Duration::from_secs_f64(secs.max(0.0)),
+            spawn_slots: false,
         }
     }
 }
@@ -133,6 +137,9 @@ async fn slot(peer: &Peer, load: &Load, tally: &Mutex<Tally>) {
 /// (P slot loops in one `FuturesUnordered`: no task and no allocation per call). Then waits
 /// up to [`STUCK_GRACE`] for the calls still out, and counts those that never end as errors.
 pub async fn drive(peer: &Peer, load: &Load) -> Tally {
+    if load.spawn_slots {
+        return drive_spawned(peer, load).await;
+    }
     let tally = Mutex::new(Tally::default());
     let grace = tokio::time::Instant::from_std(load.end + STUCK_GRACE);
     let stuck = if load.inflight == 1 {
@@ -152,5 +159,37 @@ pub async fn drive(peer: &Peer, load: &Load) -> Tally {
     }
     let mut total = tally.into_inner().unwrap_or_else(|e| e.into_inner());
     total.errors += stuck;
+    total
+}
+
+/// [`drive`] with one task per slot, each with its own tally.
+async fn drive_spawned(peer: &Peer, load: &Load) -> Tally {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..load.inflight {
+        let (peer, load) = (peer.clone(), load.clone());
+        tasks.spawn(async move {
+            let tally = Mutex::new(Tally::default());
+            slot(&peer, &load, &tally).await;
+            tally.into_inner().unwrap_or_else(|e| e.into_inner())
+        });
+    }
+    let mut total = Tally::default();
+    let grace = tokio::time::Instant::from_std(load.end + STUCK_GRACE);
+    let _ = tokio::time::timeout_at(grace, async {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(t) => total.merge(&t),
+                Err(_) => total.errors += 1,
+            }
+        }
+    })
+    .await;
+    if !tasks.is_empty() {
+        eprintln!(
+            "getty-bench: {} calls still pending {STUCK_GRACE:?} after the end",
+            tasks.len()
+        );
+        total.errors += tasks.len() as u64;
+    }
     total
 }

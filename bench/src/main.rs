@@ -7,7 +7,9 @@
 //!                    [--warmup-secs W] [--codec protobuf|json] [--transport tcp|ws|tls] [--reverse]
 //! ```
 //! Beyond the contract, both roles take `--rt multi|current` and `--threads N` (or the
-//! environment variables `GETTY_BENCH_RT` and `GETTY_BENCH_THREADS`): see [`RtKind`].
+//! environment variables `GETTY_BENCH_RT` and `GETTY_BENCH_THREADS`): see [`RtKind`]; the client
+//! takes `--spawn-slots` (`GETTY_BENCH_SPAWN_SLOTS=1`): one task per in-flight slot, as the
+//! peerbench clients do, instead of one task per connection.
 
 mod echo;
 mod load;
@@ -48,6 +50,7 @@ struct Args {
     codec: CodecId,
     transport: Transport,
     reverse: bool,
+    spawn_slots: bool,
     rt: RtKind,
     threads: usize,
 }
@@ -56,7 +59,8 @@ const USAGE: &str = "usage:
   getty-bench server --addr 127.0.0.1:PORT [--codec protobuf|json] [--transport tcp|ws|tls]
   getty-bench client --addr 127.0.0.1:PORT --conns C --inflight P --payload BYTES --secs S
                      [--warmup-secs W] [--codec protobuf|json] [--transport tcp|ws|tls] [--reverse]
-both also take [--rt multi|current] [--threads N] (env GETTY_BENCH_RT, GETTY_BENCH_THREADS)";
+both also take [--rt multi|current] [--threads N] (env GETTY_BENCH_RT, GETTY_BENCH_THREADS);
+the client also [--spawn-slots] (env GETTY_BENCH_SPAWN_SLOTS=1): a task per in-flight slot";
 
 fn parse_rt(s: &str) -> Result<RtKind, String> {
     match s {
@@ -84,11 +88,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         codec: CodecId::Protobuf,
         transport: Transport::Tcp,
         reverse: false,
+        spawn_slots: false,
         rt: RtKind::Multi,
         threads: 0,
     };
     if let Ok(v) = std::env::var("GETTY_BENCH_RT") {
         a.rt = parse_rt(&v)?;
+    }
+    if let Ok(v) = std::env::var("GETTY_BENCH_SPAWN_SLOTS") {
+        a.spawn_slots = v == "1";
     }
     if let Ok(v) = std::env::var("GETTY_BENCH_THREADS") {
         a.threads = v
@@ -100,6 +108,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         rest = r;
         if k == "--reverse" {
             a.reverse = true;
+            continue;
+        }
+        if k == "--spawn-slots" {
+            a.spawn_slots = true;
             continue;
         }
         let (v, r) = rest
@@ -271,6 +283,7 @@ async fn group(
                 warmup_secs: a.warmup,
                 secs: a.secs,
                 codec: a.codec.as_u8() as u32,
+                spawn_slots: a.spawn_slots,
             };
             let budget = Duration::from_secs_f64(a.warmup + a.secs) + STUCK_GRACE * 2;
             let opts = CallOptions::new().timeout(budget);
@@ -333,7 +346,8 @@ fn client(a: Args) -> Res<()> {
         }
     }
     // Every connection is up: the clock starts now, the same for every group.
-    let load = Load::new(a.inflight, a.payload, a.codec, a.warmup, a.secs);
+    let mut load = Load::new(a.inflight, a.payload, a.codec, a.warmup, a.secs);
+    load.spawn_slots = a.spawn_slots;
     for s in starts {
         let _ = s.send(load.clone());
     }

@@ -112,7 +112,7 @@ fn every_transport_both_directions_both_codecs() {
 }
 
 #[test]
-fn current_thread_runtimes() {
+fn current_thread_runtimes_and_spawned_slots() {
     let port = free_port();
     let _s = server(port, &["--rt", "current"]);
     let (code, out) = client(port, &["--rt", "current", "--threads", "2"]);
@@ -121,6 +121,11 @@ fn current_thread_runtimes() {
     let (code, out) = client(port, &["--rt", "current", "--reverse", "--codec", "json"]);
     assert_eq!(code, 0);
     check(&out);
+    for extra in [&["--spawn-slots"][..], &["--spawn-slots", "--reverse"]] {
+        let (code, out) = client(port, extra);
+        assert_eq!(code, 0);
+        check(&out);
+    }
 }
 
 #[test]
