@@ -162,6 +162,20 @@ async fn follows_instances_as_they_come_and_go(url: &str) {
     let d = provider(&reg, "d").await;
     assert!(c.wait_connected(2, Duration::from_secs(10)).await);
     d.close().await; // no deregistration: the registry still lists it until TTL/drop
+    // A call already sent on the dying connection fails (it may have been served); once the
+    // consumer sees the connection gone, it routes nothing more there.
+    let t = std::time::Instant::now();
+    while c.connected().len() != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "dead provider still routed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        c.instances().iter().any(|i| i.instance_id == "d"),
+        "still listed"
+    );
     for _ in 0..50 {
         assert_eq!(who(&c, None).await, "b");
     }

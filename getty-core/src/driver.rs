@@ -268,7 +268,9 @@ async fn read_loop<P: Send + 'static, S: Source>(
     let mut buf = BytesMut::with_capacity(opts.read_buf_size);
     let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
     cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let closing = session.inner.closing.clone();
+    // One registration for the whole loop, not one per read.
+    let closed = session.inner.closing.clone().cancelled_owned();
+    tokio::pin!(closed);
     // Set while a partial package sits in the buffer: the read timeout applies only then.
     let mut stall_deadline: Option<Instant> = None;
     loop {
@@ -277,7 +279,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
         }
         let input = tokio::select! {
             biased;
-            _ = closing.cancelled() => return Ok(()),
+            _ = &mut closed => return Ok(()),
             _ = cron.tick() => {
                 if pings {
                     session.try_ping();
@@ -342,7 +344,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
                         }
                         Err(e) => return Err(deframe_error(id, e)),
                     }
-                    if closing.is_cancelled() {
+                    if session.is_closed() {
                         return Ok(());
                     }
                 }
@@ -408,7 +410,8 @@ async fn write_loop<P: Send + 'static, K: Sink>(
 ) {
     let id = session.id();
     let opts = session.options().clone();
-    let closing = session.inner.closing.clone();
+    let closed = session.inner.closing.clone().cancelled_owned();
+    tokio::pin!(closed);
     let mut batch: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
     let mut healthy = true;
     // Normal operation: write whatever is queued, as one batch.
@@ -416,14 +419,14 @@ async fn write_loop<P: Send + 'static, K: Sink>(
         let first = tokio::select! {
             biased;
             r = rx.recv() => r,
-            _ = closing.cancelled() => break,
+            _ = &mut closed => break,
         };
         let Some(first) = first else { break };
         fill_batch(&mut batch, first, &mut rx);
         let write = sink.write_batch(&batch);
         // A write that outlives close gets only the wait time, not the whole write timeout.
         let grace = async {
-            closing.cancelled().await;
+            (&mut closed).await;
             tokio::time::sleep(opts.wait_time).await;
         };
         let res = tokio::select! {

@@ -65,6 +65,8 @@ pub(crate) struct Inner<P> {
     pub(crate) opts: SessionOptions,
     /// Cancelled when closing starts.
     pub(crate) closing: CancellationToken,
+    /// The same fact as `closing`, readable without a lock (checked on every write).
+    pub(crate) closed: std::sync::atomic::AtomicBool,
     /// Cancelled when `on_close` and the close callbacks have run.
     pub(crate) finished: CancellationToken,
     /// The first error that ended the session, handed to `on_error`.
@@ -134,6 +136,7 @@ impl<P: Send + 'static> Session<P> {
             remote: n.remote,
             opts: n.opts,
             closing: CancellationToken::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             finished: CancellationToken::new(),
             close_error: Mutex::new(None),
             attrs: Mutex::new(Attributes::default()),
@@ -181,11 +184,12 @@ impl<P: Send + 'static> Session<P> {
     // ---- lifecycle ----
 
     pub fn is_closed(&self) -> bool {
-        self.inner.closing.is_cancelled()
+        self.inner.closed.load(Ordering::Acquire)
     }
     /// Starts closing: reads stop, queued writes are flushed for at most the wait time, then
     /// `on_close` runs. Idempotent and callable from any task.
     pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
         self.inner.closing.cancel();
     }
     /// Completes when the session is fully closed (`on_close` and callbacks have run).
@@ -204,11 +208,11 @@ impl<P: Send + 'static> Session<P> {
     pub(crate) fn fail(&self, err: Error) {
         {
             let mut slot = lock(&self.inner.close_error);
-            if slot.is_none() && !self.inner.closing.is_cancelled() {
+            if slot.is_none() && !self.is_closed() {
                 *slot = Some(err);
             }
         }
-        self.inner.closing.cancel();
+        self.close();
     }
 
     // ---- settings ----
@@ -322,12 +326,20 @@ impl<P: Send + 'static> Session<P> {
         } else {
             (None, None)
         };
-        let req = WriteReq {
+        let mut req = WriteReq {
             kind,
             peer: self.peer,
             done,
         };
         let id = self.id();
+        if !wait {
+            // The common case costs no timer: only a full queue takes the timed path.
+            match self.inner.tx.try_send(req) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::SessionClosed(id)),
+                Err(mpsc::error::TrySendError::Full(r)) => req = r,
+            }
+        }
         let work = async {
             self.inner
                 .tx

@@ -49,7 +49,12 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Sink for StreamSink<W> {
         if total == 0 {
             return Ok(0);
         }
-        if self.w.is_write_vectored() {
+        if let [one] = batch
+            && let WriteKind::One(b) = &one.kind
+        {
+            // A lone frame: plain write, cheaper than writev.
+            self.w.write_all(b).await?;
+        } else if self.w.is_write_vectored() {
             let mut slices: Vec<IoSlice<'_>> = chunks(batch)
                 .filter(|b| !b.is_empty())
                 .map(|b| IoSlice::new(b))

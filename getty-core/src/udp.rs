@@ -258,7 +258,11 @@ impl<P: Send + 'static> UdpEndpoint<P> {
 
 impl<P> Drop for UdpEndpoint<P> {
     fn drop(&mut self) {
-        self.udp.session.inner.closing.cancel();
+        let inner = &self.udp.session.inner;
+        inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        inner.closing.cancel();
     }
 }
 
@@ -306,7 +310,11 @@ impl<P: Send + 'static> UdpClient<P> {
 
 impl<P> Drop for UdpClient<P> {
     fn drop(&mut self) {
-        self.udp.session.inner.closing.cancel();
+        let inner = &self.udp.session.inner;
+        inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        inner.closing.cancel();
     }
 }
 
