@@ -735,3 +735,71 @@ async fn reflection_describes_the_services_and_can_be_turned_off() {
     c.close().await;
     off.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_cross_tcp_and_websocket_intact() {
+    for ws in [false, true] {
+        let mut r = Router::new();
+        r.add_raw(
+            "big.Echo",
+            getty::rpc::MethodInfo {
+                name: "Echo".into(),
+                request_type: "bytes".into(),
+                reply_type: "bytes".into(),
+                one_way: false,
+                codecs: vec![CodecId::Protobuf],
+            },
+            |_ctx: Context, body: bytes::Bytes| async move { Ok(body) },
+        );
+        let server = RpcServer::start(r, opts(), |cb| async move {
+            let b = ServerBuilder::new("127.0.0.1:0");
+            if ws {
+                b.serve_ws("/rpc", cb).await
+            } else {
+                b.serve_tcp(cb).await
+            }
+        })
+        .await
+        .unwrap();
+        let addr = if ws {
+            format!("ws://{}/rpc", server.local_addr())
+        } else {
+            server.local_addr().to_string()
+        };
+        let client = RpcClient::start(Router::new(), opts(), |cb| {
+            let b = ClientBuilder::new(addr);
+            if ws {
+                b.connect_ws(cb)
+            } else {
+                b.connect_tcp(cb)
+            }
+        })
+        .unwrap();
+        client.ready().await.unwrap();
+        let peer = client.peer().unwrap();
+        for size in [100, 2047, 2048, 100_000, 1 << 20] {
+            let body: bytes::Bytes = (0..size)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>()
+                .into();
+            let got = peer
+                .call_raw(
+                    "big.Echo",
+                    "Echo",
+                    CodecId::Protobuf,
+                    body.clone(),
+                    CallOptions::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                got,
+                body,
+                "size {size} over {}",
+                if ws { "ws" } else { "tcp" }
+            );
+        }
+        client.close().await;
+        server.close().await;
+    }
+}

@@ -42,6 +42,13 @@ pub trait Reader<P>: Send + Sync + 'static {
 /// is paid by the caller and never by the connection's writer.
 pub trait Writer<P>: Send + Sync + 'static {
     fn write(&self, pkg: &P, dst: &mut BytesMut) -> Result<(), CodecError>;
+
+    /// Like `write`, but may leave a big trailing part (a body already in `Bytes`) out of
+    /// `dst` and return it, to be written right after `dst` without being copied. The two
+    /// parts are one package: never split apart, one message on message transports.
+    fn write_parts(&self, pkg: &P, dst: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        self.write(pkg, dst).map(|()| None)
+    }
 }
 
 /// Both halves, as getty's `ReadWriter`.

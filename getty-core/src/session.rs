@@ -33,6 +33,8 @@ pub(crate) struct WriteReq {
 
 pub(crate) enum WriteKind {
     One(Bytes),
+    /// One package in two parts: a head encoded for it and a body shared without a copy.
+    Parts([Bytes; 2]),
     /// Several packages written back to back with nothing in between.
     Many(Vec<Bytes>),
     /// A transport-level keep-alive (a WebSocket ping); streams ignore it.
@@ -43,6 +45,7 @@ impl WriteReq {
     pub(crate) fn len(&self) -> usize {
         match &self.kind {
             WriteKind::One(b) => b.len(),
+            WriteKind::Parts(p) => p[0].len() + p[1].len(),
             WriteKind::Many(v) => v.iter().map(Bytes::len).sum(),
             WriteKind::Ping => 0,
         }
@@ -50,6 +53,7 @@ impl WriteReq {
     pub(crate) fn pkgs(&self) -> u64 {
         match &self.kind {
             WriteKind::One(_) => 1,
+            WriteKind::Parts(_) => 1,
             WriteKind::Many(v) => v.len() as u64,
             WriteKind::Ping => 0,
         }
@@ -293,16 +297,28 @@ impl<P: Send + 'static> Session<P> {
 
     // ---- writes ----
 
-    fn encode(&self, pkg: &P) -> Result<Bytes> {
+    /// Encodes on the caller's thread; returns the write and its length.
+    fn encode(&self, pkg: &P) -> Result<(WriteKind, usize)> {
         let mut buf = BytesMut::new();
-        self.inner
+        let tail = self
+            .inner
             .writer
-            .write(pkg, &mut buf)
+            .write_parts(pkg, &mut buf)
             .map_err(|source| Error::Encode {
                 session: self.id(),
                 source,
             })?;
-        Ok(buf.freeze())
+        let head = buf.freeze();
+        Ok(match tail {
+            None => {
+                let n = head.len();
+                (WriteKind::One(head), n)
+            }
+            Some(tail) => {
+                let n = head.len() + tail.len();
+                (WriteKind::Parts([head, tail]), n)
+            }
+        })
     }
 
     fn check_open(&self) -> Result<()> {
@@ -373,9 +389,8 @@ impl<P: Send + 'static> Session<P> {
     /// A failure is the caller's to handle: nothing is retried.
     pub async fn write_pkg(&self, pkg: &P, timeout: Option<Duration>) -> Result<usize> {
         self.check_open()?;
-        let b = self.encode(pkg)?;
-        let n = b.len();
-        self.submit(WriteKind::One(b), timeout, true).await?;
+        let (kind, n) = self.encode(pkg)?;
+        self.submit(kind, timeout, true).await?;
         Ok(n)
     }
 
@@ -383,9 +398,8 @@ impl<P: Send + 'static> Session<P> {
     /// (like RPC) that learn about failures another way. Waits only while the queue is full.
     pub async fn send_pkg(&self, pkg: &P) -> Result<usize> {
         self.check_open()?;
-        let b = self.encode(pkg)?;
-        let n = b.len();
-        self.submit(WriteKind::One(b), None, false).await?;
+        let (kind, n) = self.encode(pkg)?;
+        self.submit(kind, None, false).await?;
         Ok(n)
     }
 
@@ -393,10 +407,9 @@ impl<P: Send + 'static> Session<P> {
     /// [`Error::QueueFull`] rather than block when the write queue is full.
     pub fn try_send_pkg(&self, pkg: &P) -> Result<usize> {
         self.check_open()?;
-        let b = self.encode(pkg)?;
-        let n = b.len();
+        let (kind, n) = self.encode(pkg)?;
         let req = WriteReq {
-            kind: WriteKind::One(b),
+            kind,
             peer: self.peer,
             done: None,
         };

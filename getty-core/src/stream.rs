@@ -38,6 +38,7 @@ impl<W> StreamSink<W> {
 fn chunks(batch: &[WriteReq]) -> impl Iterator<Item = &Bytes> {
     batch.iter().flat_map(|r| match &r.kind {
         WriteKind::One(b) => std::slice::from_ref(b),
+        WriteKind::Parts(p) => p.as_slice(),
         WriteKind::Many(v) => v.as_slice(),
         WriteKind::Ping => &[],
     })

@@ -136,6 +136,11 @@ impl Sink for UdpSink {
         for req in batch {
             match &req.kind {
                 WriteKind::One(b) => total += self.send(b, req.peer).await?,
+                WriteKind::Parts([head, tail]) => {
+                    // One datagram: the parts are joined.
+                    let joined = [&head[..], &tail[..]].concat();
+                    total += self.send(&Bytes::from(joined), req.peer).await?;
+                }
                 WriteKind::Many(v) => {
                     for b in v {
                         total += self.send(b, req.peer).await?;

@@ -157,6 +157,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Sink for WsSink<S> {
                         .await
                         .map_err(ws_io_error)?;
                 }
+                WriteKind::Parts([head, tail]) => {
+                    // One message: the parts are joined.
+                    total += (head.len() + tail.len()) as u64;
+                    let joined = Bytes::from([&head[..], &tail[..]].concat());
+                    self.tx
+                        .feed(Message::Binary(joined))
+                        .await
+                        .map_err(ws_io_error)?;
+                }
                 WriteKind::Many(v) => {
                     for b in v {
                         total += b.len() as u64;

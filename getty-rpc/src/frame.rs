@@ -611,6 +611,15 @@ pub fn encoded_len(f: &Frame) -> usize {
 /// [`MAX_META_LEN`] bytes, or the body exceeds `u32::MAX` bytes. Does not check a frame-size
 /// limit: [`FrameCodec`] does.
 pub fn encode(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+    dst.reserve(encoded_len(f));
+    encode_head(f, dst)?;
+    dst.put_slice(&f.body);
+    Ok(())
+}
+
+/// Encodes everything but the body (header and meta section, with the body's length): the
+/// body then follows on the wire as its own buffer, without a copy.
+pub fn encode_head(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     check_name(&SERVICE, &f.service)?;
     check_name(&METHOD, &f.method)?;
     let meta = meta_len(f);
@@ -620,7 +629,7 @@ pub fn encode(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     let body_len =
         u32::try_from(f.body.len()).map_err(|_| FrameError::BodyTooLong(f.body.len()))?;
     // meta <= 65535 bounds every length below by u16::MAX and the pair count by 65535 / 4.
-    dst.reserve(encoded_len(f));
+    dst.reserve(HEADER_LEN + meta);
     dst.put_slice(&MAGIC);
     dst.put_u8(VERSION);
     dst.put_u8(f.kind.as_u8());
@@ -638,7 +647,6 @@ pub fn encode(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
         put_str(dst, k);
         put_str(dst, v);
     }
-    dst.put_slice(&f.body);
     Ok(())
 }
 
@@ -697,7 +705,27 @@ impl Writer<Frame> for FrameCodec {
         }
         Ok(encode(pkg, dst)?)
     }
+
+    /// Bodies of a few KiB and more are not copied: they follow the head as their own buffer.
+    fn write_parts(&self, pkg: &Frame, dst: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        if pkg.body.len() < ZERO_COPY_BODY {
+            return self.write(pkg, dst).map(|()| None);
+        }
+        let len = encoded_len(pkg);
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            }
+            .into());
+        }
+        encode_head(pkg, dst)?;
+        Ok(Some(pkg.body.clone()))
+    }
 }
+
+/// From this body size on, a body is written without being copied into the frame buffer.
+const ZERO_COPY_BODY: usize = 2048;
 
 #[cfg(test)]
 mod tests {
@@ -1102,5 +1130,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn big_bodies_are_written_as_a_head_and_the_shared_body() {
+        let c = FrameCodec::default();
+        let body = Bytes::from(vec![7u8; 64 << 10]);
+        let f =
+            Frame::request(9, CodecId::Protobuf, "s", "m", body.clone()).with_metadata("k", "v");
+        let mut head = BytesMut::new();
+        let tail = c
+            .write_parts(&f, &mut head)
+            .unwrap()
+            .expect("a big body is not copied");
+        assert_eq!(tail.as_ptr(), body.as_ptr(), "the very same bytes");
+        let mut whole = BytesMut::new();
+        encode(&f, &mut whole).unwrap();
+        assert_eq!([&head[..], &tail[..]].concat(), &whole[..]);
+        // A small body is copied as usual.
+        let small = Frame::request(1, CodecId::Json, "s", "m", "tiny");
+        let mut d = BytesMut::new();
+        assert!(c.write_parts(&small, &mut d).unwrap().is_none());
+        assert_eq!(c.read_owned(d.freeze()).unwrap(), small);
+        // The limit still holds.
+        let tight = FrameCodec::new(whole.len() - 1);
+        assert!(tight.write_parts(&f, &mut BytesMut::new()).is_err());
     }
 }
