@@ -23,7 +23,7 @@ use crate::options::{SessionOptions, SocketOptions};
 use crate::pool::TaskPool;
 use crate::session::{Session, next_id};
 use crate::sessions::SessionSet;
-use crate::stream::{StreamSink, StreamSource};
+use crate::stream::{StreamSink, TcpSource};
 
 /// A dialled, ready transport with its addresses.
 pub(crate) struct Connected<S, K> {
@@ -61,7 +61,7 @@ pub(crate) struct TcpConnector {
 }
 
 impl Connector for TcpConnector {
-    type Source = StreamSource<tokio::net::tcp::OwnedReadHalf>;
+    type Source = TcpSource;
     type Sink = StreamSink<tokio::net::tcp::OwnedWriteHalf>;
     fn endpoint_type(&self) -> EndpointType {
         EndpointType::TcpClient
@@ -71,7 +71,7 @@ impl Connector for TcpConnector {
         let (local, remote) = (tcp.local_addr().ok(), tcp.peer_addr().ok());
         let (r, w) = tcp.into_split();
         Ok(Connected {
-            source: StreamSource(r),
+            source: TcpSource(r),
             sink: StreamSink::new(w),
             local,
             remote,

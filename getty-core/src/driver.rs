@@ -43,7 +43,13 @@ pub(crate) enum Input {
 
 /// The read half of a transport. `read` must be cancel-safe: it runs inside `select!`.
 pub(crate) trait Source: Send + 'static {
-    fn read(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Input>> + Send;
+    /// `chunk` is the session's read size: how much room a stream source makes in `buf`
+    /// before a read (only once bytes are ready, so an idle session holds no buffer).
+    fn read(
+        &mut self,
+        buf: &mut BytesMut,
+        chunk: usize,
+    ) -> impl Future<Output = io::Result<Input>> + Send;
 }
 
 /// The write half of a transport.
@@ -265,7 +271,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
     let id = session.id();
     let opts = session.options().clone();
     let max = opts.max_msg_len;
-    let mut buf = BytesMut::with_capacity(opts.read_buf_size);
+    let mut buf = BytesMut::new();
     let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
     cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // One registration for the whole loop, not one per read.
@@ -274,9 +280,6 @@ async fn read_loop<P: Send + 'static, S: Source>(
     // Set while a partial package sits in the buffer: the read timeout applies only then.
     let mut stall_deadline: Option<Instant> = None;
     loop {
-        if buf.capacity() - buf.len() < opts.read_buf_size / 4 {
-            buf.reserve(opts.read_buf_size);
-        }
         let input = tokio::select! {
             biased;
             _ = &mut closed => return Ok(()),
@@ -296,7 +299,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
             _ = sleep_until_opt(stall_deadline) => {
                 return Err(Error::ReadTimeout { session: id, timeout: opts.read_timeout });
             }
-            r = source.read(&mut buf) => r.map_err(|source| Error::Io { session: id, source })?,
+            r = source.read(&mut buf, opts.read_buf_size) => r.map_err(|source| Error::Io { session: id, source })?,
         };
         match input {
             Input::Eof => {
@@ -412,7 +415,7 @@ async fn write_loop<P: Send + 'static, K: Sink>(
     let opts = session.options().clone();
     let closed = session.inner.closing.clone().cancelled_owned();
     tokio::pin!(closed);
-    let mut batch: Vec<WriteReq> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<WriteReq> = Vec::new();
     let mut healthy = true;
     // Normal operation: write whatever is queued, as one batch.
     loop {

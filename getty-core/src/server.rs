@@ -22,7 +22,7 @@ use crate::options::{SessionOptions, SocketOptions};
 use crate::pool::TaskPool;
 use crate::session::{Session, next_id};
 use crate::sessions::SessionSet;
-use crate::stream::{StreamSink, StreamSource};
+use crate::stream::{StreamSink, TcpSource};
 
 /// Turns an accepted TCP connection into a transport (identity for TCP; TLS or WebSocket
 /// handshakes for the others).
@@ -39,14 +39,14 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
 pub(crate) struct TcpAcceptor;
 
 impl Acceptor for TcpAcceptor {
-    type Source = StreamSource<tokio::net::tcp::OwnedReadHalf>;
+    type Source = TcpSource;
     type Sink = StreamSink<tokio::net::tcp::OwnedWriteHalf>;
     fn endpoint_type(&self) -> EndpointType {
         EndpointType::TcpServer
     }
     async fn accept(&self, tcp: TcpStream) -> Result<(Self::Source, Self::Sink)> {
         let (r, w) = tcp.into_split();
-        Ok((StreamSource(r), StreamSink::new(w)))
+        Ok((TcpSource(r), StreamSink::new(w)))
     }
 }
 

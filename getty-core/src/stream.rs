@@ -10,12 +10,39 @@ use crate::session::{WriteKind, WriteReq};
 
 pub(crate) struct StreamSource<R>(pub(crate) R);
 
+/// Makes room for one big read, keeping what is buffered.
+fn make_room(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
+    }
+}
+
 impl<R: AsyncRead + Unpin + Send + 'static> Source for StreamSource<R> {
-    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<Input> {
+    async fn read(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<Input> {
+        make_room(buf, chunk);
         // `read_buf` is cancel-safe: no bytes are lost if the select! picks another branch.
         match self.0.read_buf(buf).await? {
             0 => Ok(Input::Eof),
             n => Ok(Input::Stream(n)),
+        }
+    }
+}
+
+/// Plain TCP: waits for readiness before taking a buffer, so an idle session holds none.
+pub(crate) struct TcpSource(pub(crate) tokio::net::tcp::OwnedReadHalf);
+
+impl Source for TcpSource {
+    async fn read(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<Input> {
+        loop {
+            // Both steps are cancel-safe: readiness takes nothing off the socket.
+            self.0.readable().await?;
+            make_room(buf, chunk);
+            match self.0.try_read_buf(buf) {
+                Ok(0) => return Ok(Input::Eof),
+                Ok(n) => return Ok(Input::Stream(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -65,7 +65,7 @@ pub(crate) struct UdpSource {
 }
 
 impl Source for UdpSource {
-    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<Input> {
+    async fn read(&mut self, buf: &mut BytesMut, _chunk: usize) -> io::Result<Input> {
         // The driver hands an empty buffer for message transports.
         let cap = recv_cap(self.max_msg_len.load(Ordering::Relaxed));
         loop {

@@ -87,7 +87,7 @@ fn split<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocketStream<S>) -> (WsSource
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Source for WsSource<S> {
-    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<Input> {
+    async fn read(&mut self, buf: &mut BytesMut, _chunk: usize) -> io::Result<Input> {
         // `next` is cancel-safe: tungstenite keeps a partly read frame in its own buffer.
         // Reading also flushes the pong (or close reply) that tungstenite queued on the
         // previous read, so replies go out even when the application writes nothing.
