@@ -214,6 +214,15 @@ fn start<P: Send + 'static>(
     })
 }
 
+/// Dropping an endpoint or client closes its session (as dropping a server or client does).
+impl<P> Drop for Udp<P> {
+    fn drop(&mut self) {
+        let inner = &self.session.inner;
+        inner.closed.store(true, Ordering::Release);
+        inner.closing.cancel();
+    }
+}
+
 impl<P: Send + 'static> Udp<P> {
     async fn close(&self) {
         self.session.close();
@@ -261,16 +270,6 @@ impl<P: Send + 'static> UdpEndpoint<P> {
     }
 }
 
-impl<P> Drop for UdpEndpoint<P> {
-    fn drop(&mut self) {
-        let inner = &self.udp.session.inner;
-        inner
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        inner.closing.cancel();
-    }
-}
-
 /// A UDP socket connected to one server, with one session. There is nothing to reconnect:
 /// the session ends only on a socket error or `close`.
 pub struct UdpClient<P> {
@@ -310,16 +309,6 @@ impl<P: Send + 'static> UdpClient<P> {
     /// Closes the session and waits for its tasks. Idempotent.
     pub async fn close(&self) {
         self.udp.close().await
-    }
-}
-
-impl<P> Drop for UdpClient<P> {
-    fn drop(&mut self) {
-        let inner = &self.udp.session.inner;
-        inner
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        inner.closing.cancel();
     }
 }
 
