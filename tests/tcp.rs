@@ -752,7 +752,7 @@ async fn task_pool_keeps_a_slow_handler_from_stalling_other_sessions() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let l: Arc<dyn EventListener<Bytes>> = Arc::new(Slow(tx));
     let srv = ServerBuilder::new("127.0.0.1:0")
-        .task_pool(TaskPool::new(4, 64))
+        .task_pool(TaskPool::new(4, 64).unwrap())
         .serve_tcp(setup(l, opts()))
         .await
         .unwrap();

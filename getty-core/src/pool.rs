@@ -23,7 +23,8 @@ pub struct TaskPool {
 impl TaskPool {
     /// `workers` threads and a queue of `queue_len` waiting jobs. Threads enter the current
     /// tokio runtime (if any), so handlers may `tokio::spawn`.
-    pub fn new(workers: usize, queue_len: usize) -> TaskPool {
+    /// Fails only if the OS refuses a thread.
+    pub fn new(workers: usize, queue_len: usize) -> std::io::Result<TaskPool> {
         let workers = workers.max(1);
         let (tx, rx) = mpsc::channel::<Job>(queue_len.max(1));
         let rx = Arc::new(Mutex::new(rx));
@@ -44,9 +45,9 @@ impl TaskPool {
                         }
                     }
                 })
-                .expect("spawning a task pool thread");
+?;
         }
-        TaskPool { tx, workers }
+        Ok(TaskPool { tx, workers })
     }
 
     pub fn workers(&self) -> usize {
