@@ -29,17 +29,6 @@ use tokio::net::TcpStream;
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const SVC: &str = "rel.Svc";
-
-fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
-}
-
 async fn server(o: RpcOptions) -> RpcServer {
     RpcServer::start(service("rel"), o, |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)

@@ -28,17 +28,6 @@ use tokio::sync::watch;
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const SVC: &str = "rel.Svc";
-
-fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
-}
-
 async fn server_with(o: RpcOptions, b: ServerBuilder) -> RpcServer {
     RpcServer::start(service("rel"), o, |cb| b.serve_tcp(cb))
         .await

@@ -250,3 +250,17 @@ pub fn take_frames(buf: &mut BytesMut) -> Vec<Frame> {
     }
     out
 }
+
+/// Tests of one binary that measure process-wide memory run one at a time.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The service the reliability servers serve.
+pub const SVC: &str = "rel.Svc";
+
+/// RPC options of the reliability tests: a 5 s default timeout.
+pub fn opts() -> getty::rpc::RpcOptions {
+    getty::rpc::RpcOptions {
+        default_timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    }
+}
