@@ -9,4 +9,5 @@ if [ -x scripts/servers.sh ]; then
   trap 'scripts/servers.sh down' EXIT
 fi
 
-cargo test --workspace --all-features
+# Every backend (the registry tests need etcd and ZooKeeper), not the criterion benches.
+cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,getty-cli/zookeeper
