@@ -13,12 +13,15 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tokio_util::task::TaskTracker;
 
 use crate::callbacks::{panic_message, run_all};
@@ -274,16 +277,48 @@ async fn read_loop<P: Send + 'static, S: Source>(
     let mut buf = BytesMut::new();
     let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
     cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // One registration for the whole loop, not one per read.
-    let closed = session.inner.closing.clone().cancelled_owned();
-    tokio::pin!(closed);
+    let mut closing = Closing::new(session);
     // Set while a partial package sits in the buffer: the read timeout applies only then.
     let mut stall_deadline: Option<Instant> = None;
+    // Reads come first: when the socket is ready the other branches are not polled at all
+    // (each poll of them costs a lock or a clock read). Every `FAIR_TURN`th wait the control
+    // branches go first, so a peer that keeps the socket always readable cannot starve cron.
+    let mut turn = 0u32;
     loop {
-        let input = tokio::select! {
-            biased;
-            _ = &mut closed => return Ok(()),
-            _ = cron.tick() => {
+        if session.is_closed() {
+            return Ok(());
+        }
+        turn = turn.wrapping_add(1);
+        let event = if turn % FAIR_TURN == 0 {
+            tokio::select! {
+                biased;
+                _ = closing.wait(session) => Event::Closed,
+                _ = cron.tick() => Event::Cron,
+                _ = sleep_until_opt(stall_deadline) => Event::Stalled,
+                r = source.read(&mut buf, opts.read_buf_size) => Event::Read(r),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = source.read(&mut buf, opts.read_buf_size) => Event::Read(r),
+                _ = closing.wait(session) => Event::Closed,
+                _ = cron.tick() => Event::Cron,
+                _ = sleep_until_opt(stall_deadline) => Event::Stalled,
+            }
+        };
+        let input = match event {
+            Event::Read(r) => r.map_err(|source| Error::Io {
+                session: id,
+                source,
+            })?,
+            Event::Closed => return Ok(()),
+            Event::Stalled => {
+                return Err(Error::ReadTimeout {
+                    session: id,
+                    timeout: opts.read_timeout,
+                });
+            }
+            Event::Cron => {
                 if pings {
                     session.try_ping();
                 }
@@ -296,10 +331,6 @@ async fn read_loop<P: Send + 'static, S: Source>(
                 }
                 continue;
             }
-            _ = sleep_until_opt(stall_deadline) => {
-                return Err(Error::ReadTimeout { session: id, timeout: opts.read_timeout });
-            }
-            r = source.read(&mut buf, opts.read_buf_size) => r.map_err(|source| Error::Io { session: id, source })?,
         };
         match input {
             Input::Eof => {
@@ -328,10 +359,11 @@ async fn read_loop<P: Send + 'static, S: Source>(
             Input::Control => session.update_active(),
             Input::Stream(n) => {
                 session.inner.stats.add_read(n as u64);
+                // Once per read, not per package: it reads the clock.
+                session.update_active();
                 loop {
                     match deframer.step(&mut buf, max) {
                         Ok(Step::Package(pkg)) => {
-                            session.update_active();
                             dispatch(session, listener, pool, pkg).await?;
                             if buf.is_empty() {
                                 break;
@@ -394,6 +426,49 @@ async fn read_loop<P: Send + 'static, S: Source>(
     }
 }
 
+/// Waits for the session to start closing, cheaply enough to poll on every loop turn: the first
+/// poll registers for the wake-up (the token's lock); later polls only read the closed flag,
+/// which every close sets before it cancels the token, and a task's waker never changes.
+struct Closing {
+    token: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: bool,
+}
+
+impl Closing {
+    fn new<P: Send + 'static>(session: &Session<P>) -> Closing {
+        Closing {
+            token: Box::pin(session.inner.closing.clone().cancelled_owned()),
+            registered: false,
+        }
+    }
+
+    fn wait<'a, P: Send + 'static>(
+        &'a mut self,
+        session: &'a Session<P>,
+    ) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if session.is_closed() {
+                return Poll::Ready(());
+            }
+            if std::mem::replace(&mut self.registered, true) {
+                return Poll::Pending;
+            }
+            self.token.as_mut().poll(cx)
+        })
+    }
+}
+
+/// One in this many waits of the read loop polls the control branches first.
+const FAIR_TURN: u32 = 16;
+
+/// What woke the read loop.
+enum Event {
+    Read(io::Result<Input>),
+    Closed,
+    Cron,
+    Stalled,
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -413,8 +488,7 @@ async fn write_loop<P: Send + 'static, K: Sink>(
 ) {
     let id = session.id();
     let opts = session.options().clone();
-    let closed = session.inner.closing.clone().cancelled_owned();
-    tokio::pin!(closed);
+    let mut closing = Closing::new(&session);
     let mut batch: Vec<WriteReq> = Vec::new();
     let mut healthy = true;
     // Normal operation: write whatever is queued, as one batch.
@@ -422,19 +496,28 @@ async fn write_loop<P: Send + 'static, K: Sink>(
         let first = tokio::select! {
             biased;
             r = rx.recv() => r,
-            _ = &mut closed => break,
+            _ = closing.wait(&session) => break,
         };
         let Some(first) = first else { break };
         fill_batch(&mut batch, first, &mut rx);
-        let write = sink.write_batch(&batch);
-        // A write that outlives close gets only the wait time, not the whole write timeout.
-        let grace = async {
-            (&mut closed).await;
-            tokio::time::sleep(opts.wait_time).await;
-        };
-        let res = tokio::select! {
-            r = tokio::time::timeout(opts.write_timeout, write) => r.map_err(|_| opts.write_timeout),
-            _ = grace => Err(opts.wait_time),
+        // Most writes finish on their first poll: only a write that has to wait for the socket
+        // pays for a timer (and a clock read).
+        let res = {
+            let mut write = std::pin::pin!(sink.write_batch(&batch));
+            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => {
+                    // A write that outlives close gets only the wait time, not the whole write timeout.
+                    let grace = async {
+                        closing.wait(&session).await;
+                        tokio::time::sleep(opts.wait_time).await;
+                    };
+                    tokio::select! {
+                        r = tokio::time::timeout(opts.write_timeout, write) => r.map_err(|_| opts.write_timeout),
+                        _ = grace => Err(opts.wait_time),
+                    }
+                }
+            }
         };
         if !complete(&session, &mut batch, res) {
             healthy = false;

@@ -28,10 +28,12 @@ use crate::router::Router;
 use crate::status::Status;
 
 type Waiter = oneshot::Sender<Result<Frame, RpcError>>;
+/// Seeded per map, so keys chosen by a peer cannot force collisions; much cheaper than SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Calls waiting for a reply; `None` once the connection closed, so no call can be added after
 /// the final sweep and wait forever.
-pub(crate) struct Pending(Option<HashMap<u64, Waiter>>);
+pub(crate) struct Pending(Option<FastMap<u64, Waiter>>);
 
 /// State of one connection shared by its `Peer` handles and its listener.
 pub(crate) struct ConnState {
@@ -40,7 +42,7 @@ pub(crate) struct ConnState {
     next_seq: AtomicU64,
     pending: Mutex<Pending>,
     /// Requests being served, by the caller's seq, so a Cancel can stop them.
-    pub(crate) running: Mutex<HashMap<u64, AbortHandle>>,
+    pub(crate) running: Mutex<FastMap<u64, AbortHandle>>,
     pub(crate) inflight: AtomicUsize,
     pub(crate) late_replies: AtomicU64,
     /// The instance id the other end announced with `getty.Peer/Hello`.
@@ -57,8 +59,8 @@ impl ConnState {
             router,
             opts,
             next_seq: AtomicU64::new(1),
-            pending: Mutex::new(Pending(Some(HashMap::new()))),
-            running: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending(Some(FastMap::default()))),
+            running: Mutex::new(FastMap::default()),
             inflight: AtomicUsize::new(0),
             late_replies: AtomicU64::new(0),
             remote_instance: Mutex::new(None),
@@ -155,7 +157,11 @@ impl std::fmt::Debug for Peer {
 
 /// The deadline as sent: milliseconds rounded up, within 1..=u32::MAX (PROTOCOL.md).
 fn budget_ms(d: Duration) -> u32 {
-    d.as_nanos().div_ceil(1_000_000).clamp(1, u32::MAX as u128) as u32
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)));
+    ms.clamp(1, u64::from(u32::MAX)) as u32
 }
 
 fn encode_err(e: getty_core::Error) -> RpcError {
@@ -447,5 +453,21 @@ pub(crate) fn complete(state: &ConnState, f: Frame) {
             tracing::debug!(seq = f.seq, "late reply dropped");
         }
         None => {} // a Pong to a heartbeat ping nobody waits for
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::budget_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn budgets_round_up_to_whole_milliseconds_within_u32() {
+        assert_eq!(budget_ms(Duration::ZERO), 1);
+        assert_eq!(budget_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(budget_ms(Duration::from_millis(300)), 300);
+        assert_eq!(budget_ms(Duration::from_micros(300_001)), 301);
+        assert_eq!(budget_ms(Duration::new(2, 999_999_999)), 3000);
+        assert_eq!(budget_ms(Duration::from_secs(u64::MAX)), u32::MAX);
     }
 }

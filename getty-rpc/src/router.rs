@@ -4,7 +4,7 @@
 //! with the body codec. Either end of a connection may have a router, which is what makes calls
 //! go both ways.
 
-use std::collections::HashMap;
+use crate::peer::FastMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ struct Entry {
 /// The services one peer serves.
 #[derive(Default)]
 pub struct Router {
-    services: HashMap<String, HashMap<String, Entry>>,
+    services: FastMap<String, FastMap<String, Entry>>,
 }
 
 /// What a lookup found.
