@@ -256,9 +256,9 @@ async fn survives_session_expiry_and_outage() {
         drop(hijack); // closes the session on the server: the ephemeral node goes
         let start = Instant::now();
         let recreated = tokio::time::timeout(Duration::from_secs(8), async {
-            while !owner_of(&zk.client, &path)
+            while owner_of(&zk.client, &path)
                 .await
-                .is_some_and(|o| o != first_owner)
+                .is_none_or(|o| o == first_owner)
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -289,7 +289,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
             return Ok(());
         }
         turn = turn.wrapping_add(1);
-        let event = if turn % FAIR_TURN == 0 {
+        let event = if turn & (FAIR_TURN - 1) == 0 {
             tokio::select! {
                 biased;
                 _ = closing.wait(session) => Event::Closed,
@@ -458,7 +458,7 @@ impl Closing {
     }
 }
 
-/// One in this many waits of the read loop polls the control branches first.
+/// One in this many waits of the read loop polls the control branches first (a power of two).
 const FAIR_TURN: u32 = 16;
 
 /// What woke the read loop.
