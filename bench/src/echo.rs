@@ -17,18 +17,37 @@ pub const ECHO_METHOD: &str = "Echo";
 pub const CONTROL_SERVICE: &str = "bench.Control";
 pub const START_METHOD: &str = "Start";
 
+/// The payload is a protobuf `bytes` field held as `Bytes` (as the tonic and tarpc peers hold
+/// theirs), so the server's decode slices it out of the request body instead of copying it. It
+/// is printable ASCII, so JSON carries it as a plain string.
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
 pub struct EchoRequest {
-    /// Printable ASCII, so that JSON carries it without escapes.
-    #[prost(string, tag = "1")]
-    pub payload: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    #[serde(with = "ascii")]
+    pub payload: Bytes,
 }
 
 /// Same layout as [`EchoRequest`]: an exact echo encodes to the same bytes in both codecs.
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
 pub struct EchoReply {
-    #[prost(string, tag = "1")]
-    pub payload: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    #[serde(with = "ascii")]
+    pub payload: Bytes,
+}
+
+/// The JSON form of a payload: a string.
+mod ascii {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(b).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let s = String::deserialize(d).map_err(D::Error::custom)?;
+        Ok(Bytes::from(s))
+    }
 }
 
 /// `--reverse`: what the server should run on the caller's connection.
@@ -100,7 +119,7 @@ pub fn payload(len: usize) -> String {
 /// The request body for `payload` in `codec`, encoded once and shared by every call.
 pub fn request_body(codec: CodecId, payload: &str) -> Bytes {
     let req = EchoRequest {
-        payload: payload.to_string(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
     };
     match codec {
         CodecId::Json => serde_json::to_vec(&req).expect("a string encodes").into(),
@@ -119,7 +138,7 @@ pub fn is_echo(codec: CodecId, sent_body: &Bytes, sent_payload: &str, reply: &[u
         CodecId::Json => serde_json::from_slice::<EchoReply>(reply).ok(),
         _ => EchoReply::decode(reply).ok(),
     };
-    got.is_some_and(|r| r.payload == sent_payload)
+    got.is_some_and(|r| r.payload == sent_payload.as_bytes())
 }
 
 /// Adds `echo.Echo/Echo` (both codecs).

@@ -219,7 +219,7 @@ impl Cluster {
         let reply = self
             .call_raw(key, service, method, codec, body.freeze(), opts)
             .await?;
-        <B as BodyCodec<Resp>>::decode(codec, &reply)
+        <B as BodyCodec<Resp>>::decode_shared(codec, &reply)
     }
 
     /// Closes every connection.

@@ -281,7 +281,7 @@ impl Peer {
         let reply = self
             .call_raw(service, method, codec, body.freeze(), opts)
             .await?;
-        <B as BodyCodec<Resp>>::decode(codec, &reply).map_err(|e| {
+        <B as BodyCodec<Resp>>::decode_shared(codec, &reply).map_err(|e| {
             RpcError::new(
                 Status::BadRequest,
                 format!("reply did not decode: {}", e.message),

@@ -105,7 +105,7 @@ impl Router {
             let f = f.clone();
             async move {
                 let codec = ctx.codec();
-                let req = <B as BodyCodec<Req>>::decode(codec, &body)?;
+                let req = <B as BodyCodec<Req>>::decode_shared(codec, &body)?;
                 let resp = f(ctx, req).await?;
                 let mut out = BytesMut::new();
                 <B as BodyCodec<Resp>>::encode(codec, &resp, &mut out)?;
@@ -133,7 +133,7 @@ impl Router {
         self.add_raw(service, info, move |ctx: Context, body: Bytes| {
             let f = f.clone();
             async move {
-                let req = B::decode(ctx.codec(), &body)?;
+                let req = B::decode_shared(ctx.codec(), &body)?;
                 f(ctx, req).await;
                 Ok(Bytes::new())
             }
