@@ -144,6 +144,41 @@ mod notes {
 
 use notes::{Note, NotesClient, NotesServer};
 
+// ---- the macro form with prost messages: Protobuf on the wire ----
+
+mod hello {
+    use getty::rpc::{Context, RpcError};
+    use getty_proto::greeter::{HelloReply, HelloRequest, Notice};
+
+    /// A Rust-defined service whose messages are prost types, so Protobuf peers can call it.
+    #[getty::rpc::service(name = "test.Hello", crate = "::getty::rpc", body = "prost")]
+    pub trait Hello {
+        async fn greet(&self, ctx: Context, req: HelloRequest) -> Result<HelloReply, RpcError>;
+        #[oneway]
+        async fn note(&self, ctx: Context, req: Notice);
+    }
+}
+
+struct HelloImpl {
+    seen: Tx,
+}
+
+impl hello::Hello for HelloImpl {
+    async fn greet(
+        &self,
+        ctx: Context,
+        req: HelloRequest,
+    ) -> Result<greeter::HelloReply, RpcError> {
+        Ok(greeter::HelloReply {
+            message: format!("hi {}", req.name),
+            served_by: format!("codec={:?}", ctx.codec()),
+        })
+    }
+    async fn note(&self, ctx: Context, req: Notice) {
+        let _ = self.seen.send(seen("hello", &ctx, req.text));
+    }
+}
+
 struct NoteStore {
     name: &'static str,
     count: AtomicUsize,
@@ -458,6 +493,52 @@ async fn protobuf_and_json_peers_of_one_prost_service() {
 
     pb_client.close().await;
     json_client.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn macro_services_with_prost_messages_speak_protobuf() {
+    use prost::Message;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut router = Router::new();
+    hello::HelloServer::register(&mut router, Arc::new(HelloImpl { seen: tx }));
+    let server = start_server(Transport::Tcp, router).await;
+    let client = start_client(Transport::Tcp, &server, Router::new()).await;
+    let stub = hello::HelloClient::new(client.peer().unwrap());
+    let req = HelloRequest { name: "ann".into() };
+
+    // The stub's default codec is Protobuf; JSON on request.
+    let r = stub.greet(&req).await.unwrap();
+    assert_eq!(
+        (r.message.as_str(), r.served_by.as_str()),
+        ("hi ann", "codec=Protobuf")
+    );
+    let r = stub
+        .greet_with(&req, CallOptions::new().codec(CodecId::Json))
+        .await
+        .unwrap();
+    assert_eq!(r.served_by, "codec=Json");
+    stub.note(&Notice { text: "n".into() }).await.unwrap();
+    let s = next(&mut rx).await;
+    assert_eq!((s.text.as_str(), s.codec), ("n", CodecId::Protobuf));
+
+    // What any Protobuf peer sends: the message's protobuf bytes.
+    let raw = client
+        .peer()
+        .unwrap()
+        .call_raw(
+            "test.Hello",
+            "Greet",
+            CodecId::Protobuf,
+            req.encode_to_vec().into(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    let reply = greeter::HelloReply::decode(raw).unwrap();
+    assert_eq!(reply.message, "hi ann");
+
+    client.close().await;
     server.close().await;
 }
 

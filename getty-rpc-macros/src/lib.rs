@@ -67,7 +67,7 @@ use syn::{
 ///   `Send + Sync + 'static` added to its supertraits. A method may have a default body.
 /// - **`{Trait}Server`**, a unit struct with the wire names, `NAME`, `METHODS` (in declaration
 ///   order) and `ONE_WAY`, and `register(&mut Router, Arc<impl Trait>) -> &mut Router`, which
-///   serves every method with the JSON codec (`getty_rpc::Json`).
+///   serves every method with the body strategy (`getty_rpc::Json` unless `body = "prost"`).
 /// - **`{Trait}Client`**, a stub over a `Peer`: `new(peer)`, `with_defaults(CallOptions)`,
 ///   `peer()`, and per method `m(&req)` and `m_with(&req, CallOptions)` (timeout, metadata,
 ///   codec). A two-way stub returns `Result<Reply, RpcError>`; a one-way stub returns
@@ -79,8 +79,9 @@ use syn::{
 /// Each method is `async fn name(&self, ctx: Context, req: Request) -> Result<Reply, E>`:
 /// exactly one owned request type and, for a two-way method, `Result<Reply, E>` where
 /// `E: Into<RpcError>` (usually `RpcError` itself; `Result<Reply>` aliases work too). Request
-/// and reply are serde types. `#[oneway]` marks a method that never answers: it has no
-/// return type, and the stub sends a one-way frame (`Peer::notify`).
+/// and reply are serde types (prost messages with `body = "prost"`). `#[oneway]` marks a
+/// method that never answers: it has no return type, and the stub sends a one-way frame
+/// (`Peer::notify`).
 ///
 /// # Wire names
 ///
@@ -93,6 +94,10 @@ use syn::{
 /// - `name = "pkg.Service"`: the service's wire name.
 /// - `crate = "getty::rpc"`: where getty-rpc is, for crates that reach it through the `getty`
 ///   facade only (default `::getty_rpc`).
+/// - `body = "json"` (default) or `body = "prost"`: how requests and replies are encoded.
+///   `"json"`: serde types over JSON (`getty_rpc::Json`). `"prost"`: prost messages that also
+///   derive serde, over Protobuf by default and JSON when a call asks for it
+///   (`getty_rpc::Prost`), so a Rust-defined service can talk to Protobuf peers.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(item as ItemTrait);
@@ -128,6 +133,8 @@ fn without_our_attributes(mut item: ItemTrait) -> ItemTrait {
 struct Args {
     name: Option<LitStr>,
     krate: Option<Path>,
+    /// The body strategy: `Json` (default) or `Prost`.
+    body: Option<Ident>,
 }
 
 impl Args {
@@ -156,10 +163,27 @@ impl Args {
                 return Err(meta.error("`crate` is given twice"));
             }
             Ok(())
+        } else if meta.path.is_ident("body") {
+            let lit: LitStr = meta.value()?.parse()?;
+            let strategy = match lit.value().as_str() {
+                "json" => Ident::new("Json", lit.span()),
+                "prost" => Ident::new("Prost", lit.span()),
+                _ => {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`body` is \"json\" (serde types, JSON) or \"prost\" (prost messages, \
+                         Protobuf and JSON)",
+                    ));
+                }
+            };
+            if self.body.replace(strategy).is_some() {
+                return Err(meta.error("`body` is given twice"));
+            }
+            Ok(())
         } else {
             Err(meta.error(
-                "unknown argument: #[service] takes `name = \"pkg.Service\"` and \
-                 `crate = \"path::to::getty_rpc\"`, both optional",
+                "unknown argument: #[service] takes `name = \"pkg.Service\"`, \
+                 `crate = \"path::to::getty_rpc\"` and `body = \"json\" | \"prost\"`, all optional",
             ))
         }
     }
@@ -215,6 +239,9 @@ impl Errors {
 fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
     let mut errs = Errors::default();
     let krate: Path = args.krate.unwrap_or_else(|| parse_quote!(::getty_rpc));
+    let body = args
+        .body
+        .unwrap_or_else(|| Ident::new("Json", Span::call_site()));
     let trait_ident = item.ident.clone();
     let service_name = args
         .name
@@ -322,7 +349,7 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
             Some(reply_ty) => quote! {
                 {
                     let svc = ::std::sync::Arc::clone(&svc);
-                    router.add::<#krate::Json, #req_ty, #reply_ty, _, _>(
+                    router.add::<#krate::#body, #req_ty, #reply_ty, _, _>(
                         Self::NAME,
                         #wire,
                         move |ctx: #krate::Context, req: #req_ty| {
@@ -339,7 +366,7 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
             None => quote! {
                 {
                     let svc = ::std::sync::Arc::clone(&svc);
-                    router.add_one_way::<#krate::Json, #req_ty, _, _>(
+                    router.add_one_way::<#krate::#body, #req_ty, _, _>(
                         Self::NAME,
                         #wire,
                         move |ctx: #krate::Context, req: #req_ty| {
@@ -384,7 +411,7 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
                 quote!(::core::result::Result<#reply_ty, #krate::RpcError>),
                 quote! {
                     self.peer
-                        .call::<#krate::Json, #req_ty, #reply_ty>(
+                        .call::<#krate::#body, #req_ty, #reply_ty>(
                             #server_ident::NAME, #wire, #req_ident, opts,
                         )
                         .await
@@ -394,7 +421,7 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
                 quote!(::core::result::Result<(), #krate::RpcError>),
                 quote! {
                     self.peer
-                        .notify::<#krate::Json, #req_ty>(#server_ident::NAME, #wire, #req_ident, opts)
+                        .notify::<#krate::#body, #req_ty>(#server_ident::NAME, #wire, #req_ident, opts)
                         .await
                 },
             ),

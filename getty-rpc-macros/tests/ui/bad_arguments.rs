@@ -10,4 +10,9 @@ trait Calc2 {
     async fn add(&self, ctx: Context, req: (i64, i64)) -> Result<i64, RpcError>;
 }
 
+#[getty_rpc::service(body = "bincode")]
+trait Calc3 {
+    async fn add(&self, ctx: Context, req: (i64, i64)) -> Result<i64, RpcError>;
+}
+
 fn main() {}
