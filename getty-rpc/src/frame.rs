@@ -695,17 +695,23 @@ impl Reader<Frame> for FrameCodec {
     }
 }
 
-impl Writer<Frame> for FrameCodec {
-    /// Encodes `pkg`; a frame over `max_frame` is refused here rather than by the peer.
-    fn write(&self, pkg: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+impl FrameCodec {
+    /// A frame over `max_frame` is refused here rather than by the peer.
+    fn check_size(&self, pkg: &Frame) -> Result<(), FrameError> {
         let len = encoded_len(pkg);
         if len > self.max_frame {
             return Err(FrameError::TooLarge {
                 len,
                 max: self.max_frame,
-            }
-            .into());
+            });
         }
+        Ok(())
+    }
+}
+
+impl Writer<Frame> for FrameCodec {
+    fn write(&self, pkg: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.check_size(pkg)?;
         Ok(encode(pkg, dst)?)
     }
 
@@ -714,14 +720,7 @@ impl Writer<Frame> for FrameCodec {
         if pkg.body.len() < ZERO_COPY_BODY {
             return self.write(pkg, dst).map(|()| None);
         }
-        let len = encoded_len(pkg);
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame,
-            }
-            .into());
-        }
+        self.check_size(pkg)?;
         encode_head(pkg, dst)?;
         Ok(Some(pkg.body.clone()))
     }
