@@ -7,12 +7,12 @@
 //! time. `child_server` is not a test of its own: it is the server process of
 //! `server_killed_with_1000_calls_in_flight`, started from this binary.
 
+mod child;
 mod reliability;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -416,31 +416,9 @@ struct ChildServer {
 
 impl ChildServer {
     fn start(addr: &str) -> ChildServer {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
-            .env("GETTY_CHILD_ADDR", addr)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print "test child_server ... " on the same line first.
-                if let Some(i) = line.find("READY ") {
-                    let _ = tx.send(line[i + 6..].trim().parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the child server did not start within 30 s");
-            }
-        };
+        let (child, rest) =
+            child::spawn_test("child_server", &[("GETTY_CHILD_ADDR", addr)], "READY ");
+        let addr = rest.parse::<SocketAddr>().unwrap();
         ChildServer { child, addr }
     }
     fn kill(&mut self) {

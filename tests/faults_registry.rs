@@ -8,7 +8,11 @@
 //! another, so stopping etcd here cannot disturb another test.
 #![cfg(feature = "etcd")]
 
-use std::net::{TcpStream, ToSocketAddrs};
+/// The helpers of the registry tests against real servers (address, reachability, the script).
+#[allow(dead_code)]
+#[path = "registry_scenarios/server.rs"]
+mod server;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,33 +24,8 @@ use getty::rpc::{
 };
 
 const SVC: &str = "faults.Who";
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/servers.sh");
-
 fn etcd_addr() -> String {
-    std::env::var("GETTY_ETCD").unwrap_or_else(|_| "127.0.0.1:23790".to_string())
-}
-
-fn require_etcd() {
-    let addr = etcd_addr();
-    let up = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(2)).is_ok());
-    assert!(
-        up,
-        "etcd is not reachable at {addr} (GETTY_ETCD): run `scripts/servers.sh up` first"
-    );
-}
-
-async fn servers(cmd: &str) {
-    let status = tokio::process::Command::new("bash")
-        .arg(SCRIPT)
-        .arg(cmd)
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "scripts/servers.sh {cmd} failed");
+    server::addr("GETTY_ETCD", "127.0.0.1:23790")
 }
 
 /// Starts etcd again however the test ends, so that a failure here leaves it running for the
@@ -56,7 +35,7 @@ struct RestartOnDrop;
 impl Drop for RestartOnDrop {
     fn drop(&mut self) {
         let _ = std::process::Command::new("bash")
-            .arg(SCRIPT)
+            .arg(server::SCRIPT)
             .arg("start-etcd")
             .status();
     }
@@ -82,7 +61,7 @@ async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
-    require_etcd();
+    server::require("etcd", "GETTY_ETCD", etcd_addr());
     let root = format!(
         "/getty-faults/{}-{:08x}",
         std::process::id(),
@@ -146,7 +125,7 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
     // The outage.
     let _restart = RestartOnDrop;
     let before = ok.load(Ordering::Relaxed);
-    servers("stop-etcd").await;
+    server::servers("stop-etcd").await;
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -162,7 +141,7 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
         );
     }
     let during = ok.load(Ordering::Relaxed) - before;
-    servers("start-etcd").await;
+    server::servers("start-etcd").await;
     eprintln!(
         "etcd back after {:?}; {during} calls succeeded meanwhile",
         down.elapsed()

@@ -3,12 +3,14 @@
 //! check that fails (never skips) with a hint, unique roots, the script itself, and the provider
 //! run in a child process so that it can be SIGKILLed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::process::Stdio;
 use std::time::Duration;
 
 use getty::registry::{ServiceInstance, connect};
+
+#[path = "../child/mod.rs"]
+mod child;
 
 /// Shared by ordinary tests, taken exclusively by the test that restarts / stops / wipes the
 /// server (one lock per test binary).
@@ -92,32 +94,6 @@ pub fn run_child_provider() {
 /// Runs the `child_provider` test in a new process of this test binary; returns once it has
 /// registered.
 pub fn spawn_provider(url: &str, id: &str) -> std::process::Child {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_provider",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GETTY_CHILD_URL", url)
-        .env("GETTY_CHILD_ID", id)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("CHILD-READY") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-        let _ = child.kill();
-        panic!("child provider did not register within 30 s");
-    }
-    child
+    let env = [("GETTY_CHILD_URL", url), ("GETTY_CHILD_ID", id)];
+    child::spawn_test("child_provider", &env, "CHILD-READY").0
 }
