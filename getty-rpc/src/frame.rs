@@ -611,8 +611,7 @@ pub fn encoded_len(f: &Frame) -> usize {
 /// [`MAX_META_LEN`] bytes, or the body exceeds `u32::MAX` bytes. Does not check a frame-size
 /// limit: [`FrameCodec`] does.
 pub fn encode(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-    dst.reserve(encoded_len(f));
-    encode_head(f, dst)?;
+    put_head(f, dst, f.body.len())?;
     dst.put_slice(&f.body);
     Ok(())
 }
@@ -620,6 +619,11 @@ pub fn encode(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
 /// Encodes everything but the body (header and meta section, with the body's length): the
 /// body then follows on the wire as its own buffer, without a copy.
 pub fn encode_head(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+    put_head(f, dst, 0)
+}
+
+/// The head of `f`, with room reserved for `then` more bytes (the body, when it is copied).
+fn put_head(f: &Frame, dst: &mut BytesMut, then: usize) -> Result<(), FrameError> {
     check_name(&SERVICE, &f.service)?;
     check_name(&METHOD, &f.method)?;
     let meta = meta_len(f);
@@ -629,7 +633,7 @@ pub fn encode_head(f: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
     let body_len =
         u32::try_from(f.body.len()).map_err(|_| FrameError::BodyTooLong(f.body.len()))?;
     // meta <= 65535 bounds every length below by u16::MAX and the pair count by 65535 / 4.
-    dst.reserve(HEADER_LEN + meta);
+    dst.reserve(HEADER_LEN + meta + then);
     // The fixed header is built on the stack and appended at once: one bounds check, not ten.
     let mut h = [0u8; HEADER_LEN];
     h[0..2].copy_from_slice(&MAGIC);
