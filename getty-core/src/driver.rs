@@ -428,7 +428,8 @@ async fn read_loop<P: Send + 'static, S: Source>(
 
 /// Waits for the session to start closing, cheaply enough to poll on every loop turn: the first
 /// poll registers for the wake-up (the token's lock); later polls only read the closed flag,
-/// which every close sets before it cancels the token, and a task's waker never changes.
+/// which `Inner::start_close` (every close) sets before it cancels the token, and a task's
+/// waker never changes.
 struct Closing {
     token: Pin<Box<WaitForCancellationFutureOwned>>,
     registered: bool,

@@ -85,6 +85,15 @@ pub(crate) struct Inner<P> {
     pub(crate) needs_peer: bool,
 }
 
+impl<P> Inner<P> {
+    /// The flag first, then the token: whoever is woken by the token finds the flag set (the
+    /// session loops rely on it, see `driver.rs`).
+    pub(crate) fn start_close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.closing.cancel();
+    }
+}
+
 /// A connection's handle. Clones share the same connection.
 ///
 /// On an unconnected UDP endpoint, the handle given to `on_message` is bound to the sender's
@@ -193,8 +202,7 @@ impl<P: Send + 'static> Session<P> {
     /// Starts closing: reads stop, queued writes are flushed for at most the wait time, then
     /// `on_close` runs. Idempotent and callable from any task.
     pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.closing.cancel();
+        self.inner.start_close();
     }
     /// Completes when the session is fully closed (`on_close` and callbacks have run).
     pub async fn closed(&self) {

@@ -217,9 +217,7 @@ fn start<P: Send + 'static>(
 /// Dropping an endpoint or client closes its session (as dropping a server or client does).
 impl<P> Drop for Udp<P> {
     fn drop(&mut self) {
-        let inner = &self.session.inner;
-        inner.closed.store(true, Ordering::Release);
-        inner.closing.cancel();
+        self.session.inner.start_close();
     }
 }
 
