@@ -32,20 +32,21 @@ impl TaskPool {
         for i in 0..workers {
             let rx = rx.clone();
             let rt = rt.clone();
+            let work = move || {
+                let _guard = rt.as_ref().map(|h| h.enter());
+                loop {
+                    // One thread waits on the queue at a time; the others wait on the lock.
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
+                    let Some(job) = job else { return };
+                    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                        let panic = crate::callbacks::panic_message(&*p);
+                        tracing::error!(%panic, "task pool job panicked");
+                    }
+                }
+            };
             thread::Builder::new()
                 .name(format!("getty-pool-{i}"))
-                .spawn(move || {
-                    let _guard = rt.as_ref().map(|h| h.enter());
-                    loop {
-                        // One thread waits on the queue at a time; the others wait on the lock.
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
-                        let Some(job) = job else { return };
-                        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-                            tracing::error!(panic = %crate::callbacks::panic_message(&*p), "task pool job panicked");
-                        }
-                    }
-                })
-?;
+                .spawn(work)?;
         }
         Ok(TaskPool { tx, workers })
     }
