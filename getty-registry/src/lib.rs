@@ -69,8 +69,9 @@
 //!   [`Event::Snapshot`]; etcd watches start at the snapshot's revision + 1 and resume after
 //!   errors from the last seen revision (after a compaction or a data loss they re-list and emit
 //!   the differences); ZooKeeper arms a persistent recursive watch *before* listing, re-reads each
-//!   changed node, and re-lists and diffs after a reconnect or a new session. Every event batch is de-duplicated against the last view, so
-//!   `Added`/`Updated`/`Removed` are exact (no duplicates like Go getty's "append on update").
+//!   changed node, and re-lists and diffs after a reconnect or a new session. Every event batch
+//!   is de-duplicated against the last view, so `Added`/`Updated`/`Removed` are exact (no
+//!   duplicates like Go getty's "append on update").
 //! * **Outages never empty a consumer's view.** See [`Directory`].
 //! * **Multiple addresses:** clients retry until one server answers (etcd: a request that hits a
 //!   dead endpoint is retried within the request timeout; ZooKeeper: the session keeps cycling
