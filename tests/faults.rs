@@ -70,9 +70,10 @@ impl Tally {
 // A peer that stops reading
 // ---------------------------------------------------------------------------------------------
 
-/// The server calls a client that never reads. Its write queue (16 frames) fills, callers wait
-/// for room at most the write timeout and get an error, the stuck socket write times out and
-/// closes the session, and memory stays flat. Another client is served meanwhile.
+/// The server calls a client that never reads (nor sends anything). Only the initial window of
+/// calls goes out, the other callers wait for window within their deadline, the stuck socket
+/// write times out and closes the session (failing every call at once), and memory stays flat.
+/// Another client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_gets_a_bounded_queue_write_timeouts_and_flat_memory() {
     let _serial = SERIAL.lock().await;
@@ -194,9 +195,14 @@ async fn a_peer_that_stops_reading_gets_a_bounded_queue_write_timeouts_and_flat_
         tally.total(),
         "{tally:?}"
     );
+    // The peer never sent a Hello, so the server kept within the initial window: at most 16
+    // calls (plus the server's own Hello) were ever queued; the other callers waited for window
+    // and failed when the stuck write closed the connection.
+    let queued = peer.stats();
+    assert_eq!(queued.pending, 0, "the close failed every pending call");
     assert!(
-        tally.get("TIMEOUT") > 0,
-        "writers waiting for room time out: {tally:?}"
+        tally.get("CONNECTION_CLOSED") > 0,
+        "callers waiting for window fail at the close: {tally:?}"
     );
     assert!(slowest < Duration::from_secs(4), "a call took {slowest:?}");
     // Only what the socket buffers hold ever left the queue.

@@ -161,8 +161,13 @@ impl<P: Send + 'static, S: Source, K: Sink> Opened<P, S, K> {
             rt.pool.as_ref(),
         )
         .await;
-        if let Err(e) = res {
-            session.fail(e);
+        match res {
+            // A framing violation: the stream cannot be trusted, so nothing more is sent.
+            Err(e @ (Error::TooLong { .. } | Error::Decode { .. } | Error::BadReader { .. })) => {
+                session.abort(e)
+            }
+            Err(e) => session.fail(e),
+            Ok(()) => {}
         }
         session.close();
         let _ = writer.await;
@@ -250,15 +255,31 @@ async fn dispatch<P: Send + 'static>(
 }
 
 /// Back-pressure from writes to reads: when what the listener queued fills the write queue,
-/// the session reads nothing more until the writer has made room. Replies then never pile up
-/// anywhere, and a peer that floods without reading its replies is slowed (and, once its own
-/// socket stops taking bytes, timed out by the write timeout).
+/// the session reads nothing more until the writer has made room (unless turned off with
+/// `SessionOptions::pause_reads_when_queue_full`). Replies then never pile up anywhere, and a
+/// peer that floods without reading its replies is slowed (and, once its own socket stops
+/// taking bytes, timed out by the write timeout). Then, while the listener holds the reads
+/// (`Session::hold_reads`), nothing more is read either.
 async fn wait_for_room<P: Send + 'static>(session: &Session<P>) {
-    if session.inner.tx.capacity() == 0 {
+    let inner = &session.inner;
+    if inner.opts.pause_reads_when_queue_full && inner.tx.capacity() == 0 {
         tokio::select! {
             biased;
-            _ = session.inner.closing.cancelled() => {}
-            permit = session.inner.tx.reserve() => drop(permit),
+            _ = inner.closing.cancelled() => return,
+            permit = inner.tx.reserve() => drop(permit),
+        }
+    }
+    while inner.read_holds.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        let released = inner.reads_released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if inner.read_holds.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = inner.closing.cancelled() => return,
+            _ = released => {}
         }
     }
 }
@@ -275,6 +296,8 @@ async fn read_loop<P: Send + 'static, S: Source>(
     let opts = session.options().clone();
     let max = opts.max_msg_len;
     let mut buf = BytesMut::new();
+    // The packages of one read, reused from read to read.
+    let mut chunk: Vec<P> = Vec::new();
     let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
     cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing = Closing::new(session);
@@ -361,10 +384,12 @@ async fn read_loop<P: Send + 'static, S: Source>(
                 session.inner.stats.add_read(n as u64);
                 // Once per read, not per package: it reads the clock.
                 session.update_active();
+                // Deframe the whole chunk before dispatching any of it: after a framing
+                // violation nothing is answered, not even packages that came just before it.
                 loop {
                     match deframer.step(&mut buf, max) {
                         Ok(Step::Package(pkg)) => {
-                            dispatch(session, listener, pool, pkg).await?;
+                            chunk.push(pkg);
                             if buf.is_empty() {
                                 break;
                             }
@@ -379,9 +404,12 @@ async fn read_loop<P: Send + 'static, S: Source>(
                         }
                         Err(e) => return Err(deframe_error(id, e)),
                     }
+                }
+                for pkg in chunk.drain(..) {
                     if session.is_closed() {
                         return Ok(());
                     }
+                    dispatch(session, listener, pool, pkg).await?;
                 }
                 stall_deadline = (!buf.is_empty()).then(|| Instant::now() + opts.read_timeout);
             }
@@ -525,8 +553,15 @@ async fn write_loop<P: Send + 'static, K: Sink>(
             break;
         }
     }
-    // Closing: flush what is already queued, for at most the wait time.
+    // Closing: flush what is already queued, for at most the wait time (nothing after an abort).
     rx.close();
+    if session
+        .inner
+        .discard
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        healthy = false;
+    }
     let deadline = Instant::now() + opts.wait_time;
     while healthy {
         let Ok(first) = rx.try_recv() else { break };

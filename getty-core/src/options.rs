@@ -24,6 +24,11 @@ pub struct SessionOptions {
     pub write_queue_len: usize,
     /// Size of one socket read.
     pub read_buf_size: usize,
+    /// Back-pressure from writes to reads: after a package whose handling filled the write
+    /// queue, read nothing more until the writer made room (default on). A protocol that bounds
+    /// what a peer can make it queue by other means (getty-rpc's windows) turns this off, since
+    /// two peers that both pause while writing to each other can deadlock.
+    pub pause_reads_when_queue_full: bool,
 }
 
 impl Default for SessionOptions {
@@ -36,6 +41,7 @@ impl Default for SessionOptions {
             wait_time: Duration::from_secs(3),
             write_queue_len: 1024,
             read_buf_size: 64 << 10,
+            pause_reads_when_queue_full: true,
         }
     }
 }

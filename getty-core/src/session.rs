@@ -71,6 +71,11 @@ pub(crate) struct Inner<P> {
     pub(crate) closing: CancellationToken,
     /// The same fact as `closing`, readable without a lock (checked on every write).
     pub(crate) closed: std::sync::atomic::AtomicBool,
+    /// Set by an abort: the writer drops what is queued instead of flushing it.
+    pub(crate) discard: std::sync::atomic::AtomicBool,
+    /// Holds on reads taken by the listener (`Session::hold_reads`).
+    pub(crate) read_holds: std::sync::atomic::AtomicUsize,
+    pub(crate) reads_released: tokio::sync::Notify,
     /// Cancelled when `on_close` and the close callbacks have run.
     pub(crate) finished: CancellationToken,
     /// The first error that ended the session, handed to `on_error`.
@@ -150,6 +155,9 @@ impl<P: Send + 'static> Session<P> {
             opts: n.opts,
             closing: CancellationToken::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            discard: std::sync::atomic::AtomicBool::new(false),
+            read_holds: std::sync::atomic::AtomicUsize::new(0),
+            reads_released: tokio::sync::Notify::new(),
             finished: CancellationToken::new(),
             close_error: Mutex::new(None),
             attrs: Mutex::new(Attributes::default()),
@@ -216,6 +224,19 @@ impl<P: Send + 'static> Session<P> {
             reason: reason.into(),
         });
     }
+    /// Closes at once, sending nothing more: what is queued is dropped, not flushed. For
+    /// protocol violations, after which the byte stream can no longer be trusted.
+    pub fn abort_with_reason(&self, reason: impl Into<String>) {
+        self.abort(Error::Closed {
+            session: self.id(),
+            reason: reason.into(),
+        });
+    }
+    /// As [`Session::abort_with_reason`], with the error `on_error` will receive.
+    pub(crate) fn abort(&self, err: Error) {
+        self.inner.discard.store(true, Ordering::Release);
+        self.fail(err);
+    }
     /// Closes with an error that `on_error` will receive (if it is the first).
     pub(crate) fn fail(&self, err: Error) {
         {
@@ -228,6 +249,24 @@ impl<P: Send + 'static> Session<P> {
     }
 
     // ---- settings ----
+
+    /// Back-pressure of the listener's own: after the package being handled, the session reads
+    /// nothing more until every hold is released with [`Session::release_reads`]. getty-rpc
+    /// holds the reads of a peer without flow control while the replies it owes that peer
+    /// cannot be queued.
+    pub fn hold_reads(&self) {
+        self.inner.read_holds.fetch_add(1, Ordering::AcqRel);
+    }
+    /// Releases one [`Session::hold_reads`]; reads resume when none is left.
+    pub fn release_reads(&self) {
+        let prev = self
+            .inner
+            .read_holds
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if prev == Ok(1) {
+            self.inner.reads_released.notify_waiters();
+        }
+    }
 
     pub fn options(&self) -> &SessionOptions {
         &self.inner.opts

@@ -1,14 +1,17 @@
 //! Services every peer answers by itself, under the reserved `getty.` prefix.
 //!
-//! `getty.Peer/Hello` (one-way, JSON string body): the sender's registry instance id, sent as
-//! the first frame of a connection when [`RpcOptions::identity`](crate::RpcOptions) is set, so a
-//! provider can find a connected consumer that published itself.
+//! `getty.Peer/Hello` (one-way, JSON object body, [`Hello`]): the first frame every peer sends on a
+//! connection. It announces the sender's limits and flow-control window (so the other side
+//! never sends what would be refused) and, when [`RpcOptions::identity`](crate::RpcOptions) is
+//! set, its registry instance id, so a provider can find a connected consumer that published
+//! itself.
 //!
 //! `getty.Reflection/Describe` (two-way, JSON, empty or `null` body): the services and methods
 //! this peer serves, as `[{"service": S, "methods": [{"name", "request_type", "reply_type",
 //! "one_way", "codecs"}]}]`. On by default; off with `RpcOptions::reflection = false`.
 
 use crate::frame::{CodecId, Frame};
+use crate::machine::Limits;
 use crate::peer::ConnState;
 use crate::status::Status;
 
@@ -58,20 +61,89 @@ pub(crate) fn serve(state: &ConnState, f: &Frame) -> Option<Frame> {
     }
 }
 
-pub(crate) fn hello(seq: u64, instance_id: &str) -> Frame {
-    let body = serde_json::to_vec(instance_id).unwrap_or_default();
-    Frame::one_way(seq, CodecId::Json, PEER_SERVICE, "Hello", body)
+/// What a peer announces in its Hello (`PROTOCOL.md` section 16): who it is, the largest frame
+/// it accepts, and whether (and with which window) it does flow control.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Hello {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_frame: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) window: Option<HelloWindow>,
+    #[serde(default)]
+    pub(crate) features: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HelloWindow {
+    pub(crate) calls: u32,
+    pub(crate) bytes: u64,
+}
+
+/// The feature that says "I do flow control" (section 17).
+pub(crate) const FLOW: &str = "flow";
+
+impl Hello {
+    /// This peer's Hello, from its options.
+    pub(crate) fn ours(opts: &crate::options::RpcOptions) -> Hello {
+        Hello {
+            instance: opts.identity.clone(),
+            max_frame: Some(opts.max_frame as u64),
+            window: Some(HelloWindow {
+                calls: u32::try_from(opts.max_inflight).unwrap_or(u32::MAX),
+                bytes: opts.max_inflight_bytes,
+            }),
+            features: vec![FLOW.to_string()],
+        }
+    }
+
+    /// Reads a Hello body: the object of section 16, or (from older peers) a JSON string
+    /// holding only the instance id.
+    pub(crate) fn parse(body: &[u8]) -> Result<Hello, serde_json::Error> {
+        match serde_json::from_slice::<Hello>(body) {
+            Ok(h) => Ok(h),
+            Err(e) => match serde_json::from_slice::<String>(body) {
+                Ok(id) => Ok(Hello {
+                    instance: Some(id),
+                    ..Hello::default()
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// The window the peer offers, if it does flow control.
+    pub(crate) fn flow_window(&self) -> Option<Limits> {
+        let w = self.window?;
+        self.features.iter().any(|f| f == FLOW).then_some(Limits {
+            calls: w.calls,
+            bytes: w.bytes,
+        })
+    }
+
+    pub(crate) fn frame(&self, seq: u64) -> Frame {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        Frame::one_way(seq, CodecId::Json, PEER_SERVICE, "Hello", body)
+    }
+}
+
+/// Whether `f` is a Hello (the first frame a peer sends).
+pub(crate) fn is_hello(f: &Frame) -> bool {
+    f.kind.is_call() && f.service == PEER_SERVICE && f.method == "Hello"
 }
 
 /// Handles a call to `getty.Peer`; returns the reply for two-way calls.
 fn peer_service(state: &ConnState, f: &Frame) -> Option<Frame> {
     match f.method.as_str() {
-        "Hello" => match serde_json::from_slice::<String>(&f.body) {
-            Ok(id) => {
-                *state
-                    .remote_instance
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(id);
+        "Hello" => match Hello::parse(&f.body) {
+            Ok(h) => {
+                if let Some(id) = h.instance {
+                    *state
+                        .remote_instance
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(id);
+                }
                 Some(Frame::response(f.seq, f.codec, "null"))
             }
             Err(e) => Some(Frame::error(

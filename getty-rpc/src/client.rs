@@ -82,8 +82,10 @@ impl RpcClient {
     pub fn core(&self) -> &Client<Frame> {
         &self.core
     }
-    /// Closes every connection (pending calls fail) and stops reconnecting.
+    /// Closes every connection (pending calls fail, handlers are stopped), stops
+    /// reconnecting, and waits until every handler has stopped.
     pub async fn close(&self) {
         self.core.close().await;
+        self.peers.handlers_stopped().await;
     }
 }

@@ -1,7 +1,8 @@
-//! The RPC protocol on one connection, as a getty-core [`EventListener`]: replies are matched to
-//! pending calls inline on the session task (no task, no extra wake-up), requests are routed to
-//! handlers that run as their own tasks (so a handler may call back the same peer and wait),
-//! and heartbeats keep the connection honest.
+//! The driver of one connection's protocol [`Machine`](crate::machine::Machine), as a getty-core
+//! [`EventListener`]: each received frame is an event for the machine, which says what to do
+//! (deliver a reply inline on the session task, run a handler, answer, abort). Handlers that
+//! do not finish on their first poll run as tasks (so a handler may call back the same peer and
+//! wait); the session never stops reading because of what this side sends.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -18,18 +19,28 @@ use tracing::Instrument;
 use crate::builtin;
 use crate::context::Context;
 use crate::error::RpcError;
-use crate::frame::{CodecId, Frame, Kind};
-use crate::peer::{ConnState, Peer, complete};
+use crate::frame::{self, CodecId, Frame, Kind};
+use crate::machine::{Admitted, Answer, Refused, Tick};
+use crate::peer::{ConnState, Peer, send_owed, settle};
 use crate::router::{Route, route_error};
 use crate::status::Status;
 
-/// The peers of one endpoint, by session id.
+/// The peers of one endpoint, by session id, and the handler tasks of all its connections.
 #[derive(Default)]
 pub(crate) struct PeerSet {
     map: Mutex<HashMap<u64, Peer>>,
+    pub(crate) handlers: tokio_util::task::TaskTracker,
 }
 
 impl PeerSet {
+    /// Waits until every handler task of the endpoint has stopped (they are aborted when their
+    /// connection closes), so a finished `close().await` means no handler code runs.
+    pub(crate) async fn handlers_stopped(&self) {
+        self.handlers.close();
+        self.handlers.wait().await;
+        self.handlers.reopen();
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Peer>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -54,14 +65,28 @@ pub(crate) struct RpcConnection {
 
 impl RpcConnection {
     fn peer(&self, s: &Session<Frame>) -> Peer {
-        Peer {
-            session: s.clone(),
-            state: self.state.clone(),
-        }
+        Peer::new(s.clone(), self.state.clone())
     }
 
-    fn reply_error(&self, s: &Session<Frame>, seq: u64, e: RpcError) {
-        send_now_or_later(s, Frame::error(seq, e.status, e.message));
+    /// Answers a Request at once (routing errors); never blocks.
+    fn reply_now(&self, s: &Session<Frame>, f: Frame) {
+        reply(&self.state, s, f);
+    }
+
+    /// The peer's first frame says what it is (`PROTOCOL.md` section 16): a Hello announcing
+    /// flow control, or anything else.
+    fn learn_peer(&self, s: &Session<Frame>, f: &Frame) {
+        let flow = if builtin::is_hello(f) {
+            builtin::Hello::parse(&f.body)
+                .ok()
+                .and_then(|h| h.flow_window())
+        } else {
+            None
+        };
+        let mut m = self.state.machine();
+        m.on_first_frame(flow);
+        self.state.peer_known.store(true, Ordering::Release);
+        settle(&mut m, &self.state, s);
     }
 
     /// Routes a Request or OneWay to its handler.
@@ -72,58 +97,68 @@ impl RpcConnection {
             if let Some(reply) = builtin::serve(&self.state, &f)
                 && two_way
             {
-                send_now_or_later(s, reply);
+                self.reply_now(s, reply);
             }
             return;
         }
+        let bytes = frame::encoded_len(&f) as u64;
         let route = self.state.router.route(&f.service, &f.method);
-        if let Some(e) = route_error(&route, &f.service, &f.method) {
+        let refused = match route_error(&route, &f.service, &f.method) {
+            Some(e) => Some(e),
+            None => match &route {
+                Route::Found(_, info) if info.one_way == two_way => Some(RpcError::new(
+                    Status::UnknownMethod,
+                    format!(
+                        "{}.{} is {}",
+                        f.service,
+                        f.method,
+                        if info.one_way { "one-way" } else { "two-way" }
+                    ),
+                )),
+                _ => None,
+            },
+        };
+        if let Some(e) = refused {
             if two_way {
-                self.reply_error(s, seq, e);
+                self.reply_now(s, Frame::error(seq, e.status, e.message));
             } else {
-                tracing::debug!(service = %f.service, method = %f.method, "one-way call to an unknown method dropped");
+                tracing::debug!(service = %f.service, method = %f.method, error = %e, "one-way call dropped");
+                let mut m = self.state.machine();
+                m.one_way_dropped(bytes);
+                settle(&mut m, &self.state, s);
             }
             return;
         }
-        let Route::Found(handler, info) = route else {
+        let Route::Found(handler, _) = route else {
             return;
         };
-        if info.one_way == two_way {
-            let e = RpcError::new(
-                Status::UnknownMethod,
-                format!(
-                    "{}.{} is {}",
-                    f.service,
-                    f.method,
-                    if info.one_way { "one-way" } else { "two-way" }
-                ),
-            );
-            if two_way {
-                self.reply_error(s, seq, e);
-            }
-            return;
-        }
-        let limit = self.state.opts.max_inflight;
-        if self.state.inflight.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.state.inflight.fetch_sub(1, Ordering::AcqRel);
-            if two_way {
-                self.reply_error(
-                    s,
+        let admitted = {
+            let mut m = self.state.machine();
+            let a = m.admit(seq, two_way, bytes);
+            settle(&mut m, &self.state, s);
+            a
+        };
+        let mut admitted = match admitted {
+            Ok(a) => a,
+            Err(Refused::Overloaded) => return, // answered (or credited) by the machine
+            Err(Refused::Closed) => return,
+            Err(Refused::DuplicateSeq) => {
+                // Replies could no longer be matched to calls: a violation (section 7).
+                tracing::warn!(
+                    peer = s.id(),
                     seq,
-                    RpcError::new(
-                        Status::Overloaded,
-                        format!("more than {limit} requests in flight"),
-                    ),
+                    "the peer reused a seq still in progress; closing"
                 );
+                s.abort_with_reason(format!("seq {seq} reused while still in progress"));
+                return;
             }
-            return;
-        }
+        };
         let deadline =
             (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
         let codec = f.codec;
         let span = tracing::debug_span!("rpc.serve", service = %f.service, method = %f.method, seq, peer = s.id());
         let ctx = Context {
-            peer: self.peer(s),
+            peer: self.peer(s).with_deadline(deadline),
             service: f.service,
             method: f.method,
             seq,
@@ -132,10 +167,6 @@ impl RpcConnection {
             metadata: f.metadata,
         };
         let mut fut = handler.call(ctx, f.body);
-        let serving = Serving {
-            state: self.state.clone(),
-            seq,
-        };
         // Most handlers answer without waiting: poll once right here, and only a handler that
         // is still pending becomes a task (which polls it again with a real waker).
         if self.state.opts.inline_first_poll {
@@ -148,27 +179,33 @@ impl RpcConnection {
                 Err(_) => Some(Err(RpcError::internal("the handler panicked"))),
             };
             if let Some(res) = res {
-                if two_way {
-                    let reply = reply_frame(seq, codec, res);
-                    if let Err(getty_core::Error::QueueFull { .. }) = s.try_send_pkg(&reply) {
-                        // Never drop a reply: wait for room on a task, which keeps its
-                        // in-flight slot, so `max_inflight` bounds these tasks too.
-                        let session = s.clone();
-                        tokio::spawn(async move {
-                            let _serving = serving;
-                            send_reply(&session, seq, reply).await
-                        });
-                    }
+                let send = {
+                    let mut m = self.state.machine();
+                    let send = m.finished(admitted);
+                    settle(&mut m, &self.state, s);
+                    send
+                };
+                if send {
+                    reply(&self.state, s, reply_frame(seq, codec, res));
                 } else if let Err(e) = res {
                     tracing::debug!(seq, error = %e, "one-way handler failed");
                 }
                 return;
             }
         }
-        let session = s.clone();
+        // A handler task. It is known to the machine before it can run (so a Cancel or the
+        // close finds it), and its abort handle is attached after the spawn, with no lock held
+        // across the spawn.
+        self.state.machine().track(&mut admitted, None);
+        let hid = admitted.id();
+        let (state, session) = (self.state.clone(), s.clone());
         let task = async move {
             // Accounting runs on completion and on abort (a Cancel, or the connection closing).
-            let _serving = serving;
+            let mut serving = Serving {
+                state: state.clone(),
+                session: session.clone(),
+                admitted: Some(admitted),
+            };
             let run = AssertUnwindSafe(fut).catch_unwind();
             let res = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), run).await {
@@ -181,34 +218,31 @@ impl RpcConnection {
                 None => run.await,
             };
             let res = res.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
-            if two_way {
-                send_reply(&session, seq, reply_frame(seq, codec, res)).await;
+            if serving.finish() {
+                reply(&state, &session, reply_frame(seq, codec, res));
             } else if let Err(e) = res {
-                tracing::debug!(seq, error = %e, "one-way handler failed");
+                tracing::debug!(seq, error = %e, "handler failed");
             }
         }
         .instrument(span);
-        // Hold the lock across spawn so the task cannot finish before it is registered.
-        let mut running = self.state.running.lock().unwrap_or_else(|e| e.into_inner());
-        let h = tokio::spawn(task);
-        if two_way {
-            running.insert(seq, h.abort_handle());
+        let h = self.state.handlers.spawn(task).abort_handle();
+        let stop = self.state.machine().attach(seq, hid, h);
+        if let Some(h) = stop {
+            h.abort();
         }
     }
 }
 
-/// Queues a frame the protocol requires (a reply, a Pong) without blocking the session task;
-/// when the queue is full it waits on a task instead of dropping the frame. The session reads
-/// nothing more until the queue has room again (getty-core's back-pressure), so these tasks
-/// stay few.
-fn send_now_or_later(s: &Session<Frame>, f: Frame) {
-    if let Err(getty_core::Error::QueueFull { .. }) = s.try_send_pkg(&f) {
-        let s = s.clone();
-        tokio::spawn(async move {
-            if let Err(e) = s.send_pkg(&f).await {
-                tracing::debug!(seq = f.seq, error = %e, "frame not sent");
-            }
-        });
+/// Queues a reply (or any owed frame) from any task, never blocking.
+pub(crate) fn reply(state: &Arc<ConnState>, s: &Session<Frame>, f: Frame) {
+    match s.try_send_pkg(&f) {
+        Ok(_) => {}
+        Err(getty_core::Error::SessionClosed(_)) => {}
+        // Full queue, or a reply over the frame limit: the slow path, under the lock.
+        Err(_) => {
+            let mut m = state.machine();
+            send_owed(&mut m, state, s, f);
+        }
     }
 }
 
@@ -219,26 +253,15 @@ fn reply_frame(seq: u64, codec: CodecId, res: Result<Bytes, RpcError>) -> Frame 
     }
 }
 
-async fn send_reply(session: &Session<Frame>, seq: u64, reply: Frame) {
-    match session.send_pkg(&reply).await {
-        Ok(_) => {}
-        Err(getty_core::Error::Encode { source, .. }) => {
-            // A reply over the frame limit, say: the caller still gets an answer.
-            let msg = format!("reply not sendable: {source}");
-            let _ = session
-                .send_pkg(&Frame::error(seq, Status::Internal, msg))
-                .await;
-        }
-        Err(e) => tracing::debug!(seq, error = %e, "reply not sent"),
-    }
-}
-
 impl EventListener<Frame> for RpcConnection {
     fn on_open(&self, s: &Session<Frame>) -> Result<(), String> {
-        if let Some(id) = &self.state.opts.identity {
-            // The first frame on the connection, so the other side knows us before any call.
-            let _ = s.try_send_pkg(&builtin::hello(self.state.next_seq(), id));
-        }
+        // The first frame on the connection: the other side learns our limits, our window and
+        // who we are before any call.
+        let hello = {
+            let seq = self.state.machine().next_seq();
+            builtin::Hello::ours(&self.state.opts).frame(seq)
+        };
+        let _ = s.try_send_pkg(&hello);
         let peer = self.peer(s);
         self.peers.map().insert(s.id(), peer.clone());
         if let Some(f) = &self.on_peer {
@@ -249,62 +272,99 @@ impl EventListener<Frame> for RpcConnection {
 
     fn on_close(&self, s: &Session<Frame>) {
         self.peers.map().remove(&s.id());
-        self.state.shutdown("connection closed");
+        let closed = self.state.machine().close();
+        for w in closed.waiters {
+            let _ = w.send(Err(RpcError::closed("connection closed")));
+        }
+        drop(closed.grants); // their callers see the connection closed
+        for h in closed.handles {
+            h.abort();
+        }
     }
 
     fn on_cron(&self, s: &Session<Frame>) {
-        let opts = &self.state.opts;
-        let silent_for = s.idle();
-        if silent_for > opts.heartbeat_period * opts.heartbeat_misses {
-            tracing::info!(
-                peer = s.id(),
-                ?silent_for,
-                "peer missed its heartbeats; closing"
-            );
-            s.close_with_reason(format!("peer silent for {silent_for:?}"));
-            return;
+        let mut m = self.state.machine();
+        match m.on_tick(s.idle(), self.state.opts.heartbeat_period) {
+            Tick::Close(why) => {
+                drop(m);
+                tracing::info!(peer = s.id(), "{why}; closing");
+                s.close_with_reason(why);
+            }
+            Tick::Pinged => settle(&mut m, &self.state, s),
         }
-        let _ = s.try_send_pkg(&Frame::ping(self.state.next_seq()));
     }
 
     fn on_message(&self, s: &Session<Frame>, f: Frame) {
+        if !self.state.peer_known.load(Ordering::Acquire) {
+            self.learn_peer(s, &f);
+        }
         match f.kind {
-            Kind::Response | Kind::Pong => complete(&self.state, f),
+            Kind::Response | Kind::Pong => {
+                let answer = {
+                    let mut m = self.state.machine();
+                    let a = m.on_answer(f.seq, f.kind == Kind::Pong);
+                    settle(&mut m, &self.state, s);
+                    a
+                };
+                match answer {
+                    Answer::Deliver(w) => {
+                        let _ = w.send(Ok(f));
+                    }
+                    Answer::Late => tracing::debug!(seq = f.seq, "late reply dropped"),
+                    Answer::Ignored => {}
+                }
+            }
             Kind::Request | Kind::OneWay => self.serve(s, f),
-            Kind::Ping => send_now_or_later(s, Frame::pong(f.seq)),
+            Kind::Ping => {
+                let mut m = self.state.machine();
+                m.on_ping(f.seq);
+                settle(&mut m, &self.state, s);
+            }
             Kind::Cancel => {
-                let h = self
-                    .state
-                    .running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&f.seq);
+                let h = {
+                    let mut m = self.state.machine();
+                    let h = m.on_cancel(f.seq);
+                    settle(&mut m, &self.state, s);
+                    h
+                };
                 if let Some(h) = h {
                     h.abort();
                     tracing::debug!(seq = f.seq, "request cancelled by the caller");
+                }
+            }
+            Kind::Credit => {
+                if let Some((calls, bytes)) = f.credit_grant() {
+                    let mut m = self.state.machine();
+                    m.on_credit(calls, bytes);
+                    settle(&mut m, &self.state, s);
                 }
             }
         }
     }
 }
 
-/// Marks one request as served when its task ends, however it ends.
+/// Reports one handler task as finished when it ends, however it ends (an abort drops it).
 struct Serving {
     state: Arc<ConnState>,
-    seq: u64,
+    session: Session<Frame>,
+    admitted: Option<Admitted>,
+}
+
+impl Serving {
+    /// The handler finished: returns whether its reply should go out.
+    fn finish(&mut self) -> bool {
+        let Some(a) = self.admitted.take() else {
+            return false;
+        };
+        let mut m = self.state.machine();
+        let send = m.finished(a);
+        settle(&mut m, &self.state, &self.session);
+        send
+    }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.state.inflight.fetch_sub(1, Ordering::AcqRel);
-        let me = tokio::task::try_id();
-        let mut running = self.state.running.lock().unwrap_or_else(|e| e.into_inner());
-        // Only our own entry: a peer may reuse a seq while an older request still runs.
-        if running
-            .get(&self.seq)
-            .is_some_and(|h| me.is_none_or(|id| h.id() == id))
-        {
-            running.remove(&self.seq);
-        }
+        self.finish();
     }
 }

@@ -63,6 +63,9 @@ pub enum Kind {
     Pong = 5,
     /// The caller gave up on its Request with this seq.
     Cancel = 6,
+    /// Returns window to the other peer (flow control, `PROTOCOL.md` section 17); sent only
+    /// to a peer that announced flow control in its Hello.
+    Credit = 7,
 }
 
 impl Kind {
@@ -75,6 +78,7 @@ impl Kind {
             4 => Kind::Ping,
             5 => Kind::Pong,
             6 => Kind::Cancel,
+            7 => Kind::Credit,
             _ => return None,
         })
     }
@@ -98,6 +102,7 @@ impl Kind {
             Kind::Ping => "Ping",
             Kind::Pong => "Pong",
             Kind::Cancel => "Cancel",
+            Kind::Credit => "Credit",
         }
     }
 }
@@ -195,7 +200,7 @@ pub enum FrameError {
     BadMagic([u8; 2]),
     #[error("unsupported protocol version {0} (this peer speaks version 1)")]
     BadVersion(u8),
-    #[error("unknown frame kind {0} (known kinds are 1..=6)")]
+    #[error("unknown frame kind {0} (known kinds are 1..=7)")]
     UnknownKind(u8),
     #[error("meta section of {0} bytes exceeds the limit of 65535")]
     MetaTooLong(usize),
@@ -207,6 +212,8 @@ pub enum FrameError {
     NameTooLong { field: &'static str, len: usize },
     #[error("body of {0} bytes does not fit the u32 body_len field")]
     BodyTooLong(usize),
+    #[error("Credit frame with a body of {0} bytes (must be 12)")]
+    BadCredit(u32),
 }
 
 impl From<FrameError> for CodecError {
@@ -318,6 +325,29 @@ impl Frame {
         Frame::bare(Kind::Cancel, seq)
     }
 
+    /// A Credit returning `calls` calls and `bytes` bytes of window; `seq` 0 is the
+    /// connection's window (the only one in this version).
+    pub fn credit(seq: u64, calls: u32, bytes: u64) -> Frame {
+        let mut body = BytesMut::with_capacity(CREDIT_LEN);
+        body.put_u32(calls);
+        body.put_u64(bytes);
+        Frame {
+            body: body.freeze(),
+            ..Frame::bare(Kind::Credit, seq)
+        }
+    }
+
+    /// The (calls, bytes) a Credit frame returns; `None` for any other frame or a bad body.
+    pub fn credit_grant(&self) -> Option<(u32, u64)> {
+        let b = self.body.as_ref();
+        if self.kind != Kind::Credit || b.len() != CREDIT_LEN {
+            return None;
+        }
+        let calls = u32::from_be_bytes(b[..4].try_into().ok()?);
+        let bytes = u64::from_be_bytes(b[4..].try_into().ok()?);
+        Some((calls, bytes))
+    }
+
     /// Sets the time budget in ms (Request/OneWay; 0 = no deadline).
     pub fn with_timeout_ms(mut self, timeout_ms: u32) -> Frame {
         self.timeout_ms = timeout_ms;
@@ -348,6 +378,9 @@ impl Frame {
         self.is_error().then(|| String::from_utf8_lossy(&self.body))
     }
 }
+
+/// Length of a Credit frame's body: `calls` (`u32`) then `bytes` (`u64`).
+pub const CREDIT_LEN: usize = 12;
 
 /// The fixed 28-byte header, as validated by [`peek_header`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,6 +499,9 @@ pub fn decode_frame(frame: Bytes, max_frame: usize) -> Result<Frame, FrameError>
 
 /// Parses a whole frame's meta section; returns the frame without its body, and where the body is.
 fn parse(h: Header, whole: &[u8]) -> Result<(Frame, std::ops::Range<usize>), FrameError> {
+    if h.kind == Kind::Credit && h.body_len as usize != CREDIT_LEN {
+        return Err(FrameError::BadCredit(h.body_len));
+    }
     let meta_end = HEADER_LEN + h.meta_len as usize;
     let meta = whole
         .get(HEADER_LEN..meta_end)
@@ -883,7 +919,7 @@ mod tests {
         assert_eq!(dec(b"G").unwrap(), Decoded::NeedMore { pkg_len: None });
         assert_eq!(dec(b"GT\x02").unwrap_err(), FrameError::BadVersion(2));
         assert_eq!(dec(b"GT\x01\x00").unwrap_err(), FrameError::UnknownKind(0));
-        assert_eq!(dec(b"GT\x01\x07").unwrap_err(), FrameError::UnknownKind(7));
+        assert_eq!(dec(b"GT\x01\x08").unwrap_err(), FrameError::UnknownKind(8));
         assert_eq!(
             dec(b"GT\x01\x01").unwrap(),
             Decoded::NeedMore { pkg_len: None }

@@ -17,7 +17,10 @@
 //!   handler knows (the calling peer, deadline, metadata).
 //! - [`peer`]: [`Peer`], the handle to call the other end of one connection, and the pending
 //!   calls it matches replies to.
-//! - `connection` (internal): the protocol on one connection, as a getty-core event listener.
+//! - `machine` (internal): the protocol state of one connection, sans-io: sequence ids, pending
+//!   calls, running handlers, both flow-control windows, owed frames, heartbeat policy. Events
+//!   in, actions out; property-tested by driving two machines against each other.
+//! - `connection` (internal): drives the machine as a getty-core event listener.
 //! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
 //! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
 //!   instances, balances calls, fails over calls that were never sent, drains removed instances.
@@ -33,6 +36,7 @@ mod connection;
 pub mod context;
 pub mod error;
 pub mod frame;
+mod machine;
 pub mod options;
 pub mod peer;
 pub mod router;

@@ -11,8 +11,13 @@ use crate::frame::DEFAULT_MAX_FRAME;
 pub struct RpcOptions {
     /// Timeout of a two-way call unless the call sets its own.
     pub default_timeout: Duration,
-    /// Requests served at once per connection; more are answered `OVERLOADED` at once.
+    /// This end's window, in calls: the peer's Requests and OneWays served at once per
+    /// connection. Announced in the Hello, so a getty peer waits for room instead of sending
+    /// more; a peer that sends more anyway is answered `OVERLOADED`.
     pub max_inflight: usize,
+    /// This end's window, in bytes: the frames of the peer's calls in progress at once.
+    /// Bounds the memory a peer's requests can take; at least `max_frame` is sensible.
+    pub max_inflight_bytes: u64,
     /// Largest frame accepted or sent (header, meta and body).
     pub max_frame: usize,
     /// A Ping goes out every period (the session's cron period).
@@ -40,6 +45,7 @@ impl Default for RpcOptions {
         RpcOptions {
             default_timeout: Duration::from_secs(10),
             max_inflight: 4096,
+            max_inflight_bytes: 2 * DEFAULT_MAX_FRAME as u64,
             max_frame: DEFAULT_MAX_FRAME,
             heartbeat_period: Duration::from_secs(10),
             heartbeat_misses: 3,
@@ -56,7 +62,27 @@ impl RpcOptions {
         SessionOptions {
             cron_period: self.heartbeat_period,
             max_msg_len: self.max_frame,
+            // Reads never pause because this side's own calls fill the write queue (two peers
+            // that both pause while writing to each other deadlock). The windows bound what a
+            // flow-control peer can make us owe; for other peers the connection holds reads
+            // while owed replies wait for room (see `peer::defer`).
+            pause_reads_when_queue_full: false,
             ..self.session.clone()
+        }
+    }
+
+    /// The connection state machine's settings.
+    pub(crate) fn machine_config(&self) -> crate::machine::Config {
+        let calls = u32::try_from(self.max_inflight).unwrap_or(u32::MAX).max(1);
+        crate::machine::Config {
+            window: crate::machine::Limits {
+                calls,
+                bytes: self.max_inflight_bytes.max(1),
+            },
+            // Every Request of a flow-control peer holds window until answered, so it can make
+            // us owe at most a window of answers, plus its pings' Pongs and our own Cancels.
+            max_owed: 2 * calls as usize + 1024,
+            heartbeat_misses: self.heartbeat_misses,
         }
     }
 }

@@ -1,15 +1,15 @@
 //! One end of an RPC connection: the handle to call the other side, and the per-connection
-//! state that matches replies to calls.
+//! state (the protocol [`Machine`] under a lock) that matches replies to calls.
 //!
-//! Sequence ids for calls come from this peer's own counter; replies are matched in `pending`.
-//! Every pending call ends: with its reply, its timeout (which also sends a Cancel), its future
-//! being dropped (Cancel too), or the connection closing (all fail at once).
+//! Every call ends exactly once: with its reply, its deadline (which also sends a Cancel; the
+//! deadline covers waiting for window and for the write queue too), its future being dropped
+//! (Cancel too), or the connection closing (all fail at once).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskCx, Poll};
 use std::time::{Duration, Instant};
@@ -18,86 +18,132 @@ use bytes::{Bytes, BytesMut};
 use getty_core::Session;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::body::{BodyCodec, Json, Prost};
 use crate::error::RpcError;
-use crate::frame::{CodecId, Frame, Kind};
+use crate::frame::{self, CodecId, Frame, Kind};
+use crate::machine::{Io, Machine, Start};
 use crate::options::RpcOptions;
 use crate::router::Router;
 use crate::status::Status;
 
-type Waiter = oneshot::Sender<Result<Frame, RpcError>>;
 /// Seeded per map, so keys chosen by a peer cannot force collisions; much cheaper than SipHash.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Calls waiting for a reply; `None` once the connection closed, so no call can be added after
-/// the final sweep and wait forever.
-pub(crate) struct Pending(Option<FastMap<u64, Waiter>>);
+/// What the connection machine is driven with at run time.
+pub(crate) struct RtIo;
 
-/// State of one connection shared by its `Peer` handles and its listener.
+impl Io for RtIo {
+    type Waiter = oneshot::Sender<Result<Frame, RpcError>>;
+    type Grant = oneshot::Sender<u64>;
+    type Handle = AbortHandle;
+}
+
+/// State of one connection shared by its `Peer` handles and its listener: the protocol
+/// machine under one lock, plus what the driver needs around it.
 pub(crate) struct ConnState {
     pub(crate) router: Arc<Router>,
     pub(crate) opts: Arc<RpcOptions>,
-    next_seq: AtomicU64,
-    pending: Mutex<Pending>,
-    /// Requests being served, by the caller's seq, so a Cancel can stop them.
-    pub(crate) running: Mutex<FastMap<u64, AbortHandle>>,
-    pub(crate) inflight: AtomicUsize,
-    pub(crate) late_replies: AtomicU64,
+    pub(crate) machine: Mutex<Machine<RtIo>>,
+    /// Mirrors `Machine::peer_known`, so the per-frame check takes no lock.
+    pub(crate) peer_known: AtomicBool,
+    /// Where handler tasks run: the endpoint waits for them on close.
+    pub(crate) handlers: TaskTracker,
     /// The instance id the other end announced with `getty.Peer/Hello`.
     pub(crate) remote_instance: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ConnState {
-    pub(crate) fn new(router: Arc<Router>, opts: Arc<RpcOptions>) -> Self {
+    pub(crate) fn new(router: Arc<Router>, opts: Arc<RpcOptions>, handlers: TaskTracker) -> Self {
         ConnState {
+            machine: Mutex::new(Machine::new(opts.machine_config())),
             router,
             opts,
-            next_seq: AtomicU64::new(1),
-            pending: Mutex::new(Pending(Some(FastMap::default()))),
-            running: Mutex::new(FastMap::default()),
-            inflight: AtomicUsize::new(0),
-            late_replies: AtomicU64::new(0),
+            peer_known: AtomicBool::new(false),
+            handlers,
             remote_instance: Mutex::new(None),
         }
     }
 
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn machine(&self) -> MutexGuard<'_, Machine<RtIo>> {
+        lock(&self.machine)
     }
+}
 
-    fn add_waiter(&self, seq: u64, w: Waiter) -> Result<(), RpcError> {
-        match &mut lock(&self.pending).0 {
-            Some(map) => {
-                map.insert(seq, w);
-                Ok(())
+/// Runs what an event left for the driver: wakes the callers that now fit the peer's window
+/// and queues the frames the machine owes the peer. Called with the machine locked, after
+/// every event that may produce either.
+pub(crate) fn settle(m: &mut Machine<RtIo>, state: &Arc<ConnState>, session: &Session<Frame>) {
+    while let Some((grant, seq, bytes)) = m.poll_grant() {
+        if grant.send(seq).is_err() {
+            // The caller gave up while we granted: its call never leaves.
+            m.unsend(seq, bytes);
+        }
+    }
+    while let Some(f) = m.poll_transmit() {
+        send_owed(m, state, session, f);
+    }
+}
+
+/// Queues a frame the protocol requires (a reply, a Pong, a Cancel, a Credit) without ever
+/// blocking the caller: when the write queue is full the frame is deferred to the one flusher
+/// task of the connection. A reply over the frame limit becomes an `INTERNAL` answer.
+pub(crate) fn send_owed(
+    m: &mut Machine<RtIo>,
+    state: &Arc<ConnState>,
+    session: &Session<Frame>,
+    f: Frame,
+) {
+    match session.try_send_pkg(&f) {
+        Ok(_) => {}
+        Err(getty_core::Error::QueueFull { .. }) => defer(m, state, session, f),
+        Err(getty_core::Error::Encode { source, .. }) if f.kind == Kind::Response => {
+            let msg = format!("reply not sendable: {source}");
+            send_owed(
+                m,
+                state,
+                session,
+                Frame::error(f.seq, Status::Internal, msg),
+            );
+        }
+        Err(e) => tracing::debug!(seq = f.seq, kind = %f.kind, error = %e, "frame not sent"),
+    }
+}
+
+/// Keeps an owed frame the write queue has no room for, and starts the flusher if none runs.
+/// A peer without flow control is not bound by a window, so while the flusher has work its
+/// reads are held (the old back-pressure, but only for what we owe, never for our own calls).
+fn defer(m: &mut Machine<RtIo>, state: &Arc<ConnState>, session: &Session<Frame>, f: Frame) {
+    if let Err(why) = m.defer(f) {
+        tracing::warn!(peer = session.id(), "{why}; closing");
+        session.close_with_reason(why);
+        return;
+    }
+    if m.start_flush() {
+        let hold = !m.peer_flow();
+        if hold {
+            session.hold_reads();
+        }
+        let (state, session) = (state.clone(), session.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = state.machine().pop_deferred();
+                let Some(f) = next else { break };
+                if let Err(e) = session.send_pkg(&f).await {
+                    tracing::debug!(seq = f.seq, error = %e, "owed frame not sent");
+                    break;
+                }
             }
-            None => Err(RpcError::closed("connection closed")),
-        }
-    }
-
-    pub(crate) fn take_waiter(&self, seq: u64) -> Option<Waiter> {
-        lock(&self.pending).0.as_mut().and_then(|m| m.remove(&seq))
-    }
-
-    pub(crate) fn pending_len(&self) -> usize {
-        lock(&self.pending).0.as_ref().map_or(0, HashMap::len)
-    }
-
-    /// The connection is gone: fail every pending call now and refuse new ones; stop handlers.
-    pub(crate) fn shutdown(&self, why: &str) {
-        let waiters = lock(&self.pending).0.take().unwrap_or_default();
-        for (_, w) in waiters {
-            let _ = w.send(Err(RpcError::closed(why.to_string())));
-        }
-        for (_, h) in lock(&self.running).drain() {
-            h.abort();
-        }
+            if hold {
+                session.release_reads();
+            }
+        });
     }
 }
 
@@ -134,10 +180,16 @@ impl CallOptions {
 pub struct PeerStats {
     /// Calls of ours waiting for a reply.
     pub pending: usize,
+    /// Calls of ours waiting for room in the other end's window.
+    pub waiting: usize,
     /// Requests of theirs being served.
     pub inflight: usize,
     /// Replies that came after their call had ended (timed out or cancelled).
     pub late_replies: u64,
+    /// Calls of theirs refused with `OVERLOADED` (over this end's window).
+    pub refused: u64,
+    /// Whether the other end announced flow control (a getty peer of this version).
+    pub peer_flow_control: bool,
 }
 
 /// A handle to the other end of one connection. Cheap to clone; works from any task.
@@ -145,6 +197,9 @@ pub struct PeerStats {
 pub struct Peer {
     pub(crate) session: Session<Frame>,
     pub(crate) state: Arc<ConnState>,
+    /// The deadline of the call being served, for a handler's `ctx.peer()`: calls made through
+    /// it inherit what is left of it (`PROTOCOL.md` section 9).
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -173,7 +228,58 @@ fn encode_err(e: getty_core::Error) -> RpcError {
     }
 }
 
+fn timeout_err(t: Duration) -> RpcError {
+    RpcError::new(Status::Timeout, format!("no reply within {t:?}"))
+}
+
+/// A call that holds window but is not queued yet: dropping it (the caller gave up, or the
+/// queue refused the frame) returns the window.
+struct Unsent<'a> {
+    state: &'a ConnState,
+    seq: u64,
+    bytes: u64,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        self.state.machine().unsend(self.seq, self.bytes);
+    }
+}
+
+/// A caller's place in the queue for window. If it is dropped after the grant came, the
+/// granted call never leaves: its window goes back.
+struct GrantWait<'a> {
+    rx: oneshot::Receiver<u64>,
+    state: &'a ConnState,
+    bytes: u64,
+}
+
+impl Drop for GrantWait<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(seq) = self.rx.try_recv() {
+            self.state.machine().unsend(seq, self.bytes);
+        }
+    }
+}
+
 impl Peer {
+    pub(crate) fn new(session: Session<Frame>, state: Arc<ConnState>) -> Peer {
+        Peer {
+            session,
+            state,
+            deadline: None,
+        }
+    }
+
+    /// The same connection, with calls bounded by `deadline` (a served call's).
+    pub(crate) fn with_deadline(&self, deadline: Option<Instant>) -> Peer {
+        Peer {
+            deadline,
+            ..self.clone()
+        }
+    }
+
     /// The underlying getty-core session.
     pub fn session(&self) -> &Session<Frame> {
         &self.session
@@ -197,15 +303,100 @@ impl Peer {
         lock(&self.state.remote_instance).clone()
     }
     pub fn stats(&self) -> PeerStats {
+        let m = self.state.machine();
+        let c = m.counters();
         PeerStats {
-            pending: self.state.pending_len(),
-            inflight: self.state.inflight.load(Ordering::Relaxed),
-            late_replies: self.state.late_replies.load(Ordering::Relaxed),
+            pending: m.pending_len(),
+            waiting: m.waiting_len(),
+            inflight: m.inflight(),
+            late_replies: c.late_replies,
+            refused: c.refused,
+            peer_flow_control: m.peer_flow(),
+        }
+    }
+
+    /// The time this call may take: its own timeout (or the default), and never past the
+    /// deadline of the call this peer handle serves.
+    fn call_deadline(&self, timeout: Option<Duration>) -> (Instant, Duration) {
+        let now = Instant::now();
+        let t = timeout.unwrap_or(self.state.opts.default_timeout);
+        let t = match self.deadline {
+            Some(d) => t.min(d.saturating_duration_since(now)),
+            None => t,
+        };
+        (now + t, t)
+    }
+
+    /// Takes window for a call of `frame`'s size (waiting for it until `deadline`), then queues
+    /// the frame with its seq and budget. Returns the seq.
+    async fn send_call(
+        &self,
+        mut frame: Frame,
+        waiter: Option<oneshot::Sender<Result<Frame, RpcError>>>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<u64, RpcError> {
+        let bytes = frame::encoded_len(&frame) as u64;
+        if bytes > self.state.opts.max_frame as u64 {
+            return Err(RpcError::bad_request(format!(
+                "request not sendable: frame of {bytes} bytes exceeds the limit of {} bytes",
+                self.state.opts.max_frame
+            )));
+        }
+        let started = {
+            let mut m = self.state.machine();
+            match m.start_call(bytes, waiter) {
+                Start::Send(seq) => Ok(seq),
+                Start::Closed(_) => return Err(RpcError::closed("connection closed")),
+                Start::Full(w) => {
+                    let (tx, rx) = oneshot::channel();
+                    m.wait(bytes, w, tx);
+                    Err(rx)
+                }
+            }
+        };
+        let seq = match started {
+            Ok(seq) => seq,
+            Err(rx) => {
+                let mut wait = GrantWait {
+                    rx,
+                    state: &self.state,
+                    bytes,
+                };
+                match tokio::time::timeout_at(deadline.into(), &mut wait.rx).await {
+                    Ok(Ok(seq)) => seq,
+                    Ok(Err(_)) => return Err(RpcError::closed("connection closed")),
+                    Err(_) => return Err(timeout_err(timeout)),
+                }
+            }
+        };
+        let unsent = Unsent {
+            state: &self.state,
+            seq,
+            bytes,
+        };
+        frame.seq = seq;
+        if frame.kind == Kind::Request || frame.timeout_ms > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timeout_err(timeout));
+            }
+            frame.timeout_ms = budget_ms(left);
+        }
+        tracing::Span::current().record("seq", seq);
+        match tokio::time::timeout_at(deadline.into(), self.session.send_pkg(&frame)).await {
+            Ok(Ok(_)) => {
+                std::mem::forget(unsent);
+                Ok(seq)
+            }
+            Ok(Err(e)) => Err(encode_err(e)),
+            Err(_) => Err(timeout_err(timeout)),
         }
     }
 
     /// Sends a request now and returns the future of its reply: the form for many concurrent
-    /// calls. Waits only while the connection's write queue is full.
+    /// calls. Waits while the other end's window or the write queue is full, never past the
+    /// call's deadline.
     pub async fn start_call_raw(
         &self,
         service: &str,
@@ -214,29 +405,20 @@ impl Peer {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<PendingCall, RpcError> {
-        let timeout = opts.timeout.unwrap_or(self.state.opts.default_timeout);
-        let seq = self.state.next_seq();
+        let (deadline, timeout) = self.call_deadline(opts.timeout);
         let (tx, rx) = oneshot::channel();
-        self.state.add_waiter(seq, tx)?;
-        let mut frame =
-            Frame::request(seq, codec, service, method, body).with_timeout_ms(budget_ms(timeout));
+        let mut frame = Frame::request(0, codec, service, method, body);
         frame.metadata = opts.metadata;
-        tracing::Span::current().record("seq", seq);
-        tracing::trace!(service, method, seq, peer = self.id(), "rpc call");
-        // From here on, dropping the call (even mid-send) removes the waiter and cancels.
-        let mut call = PendingCall {
+        tracing::trace!(service, method, peer = self.id(), "rpc call");
+        let seq = self.send_call(frame, Some(tx), deadline, timeout).await?;
+        // From here on, dropping the call removes the waiter and cancels.
+        Ok(PendingCall {
             seq,
             rx,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
             timeout,
             peer: Some(self.clone()),
-        };
-        if let Err(e) = self.session.send_pkg(&frame).await {
-            call.peer = None;
-            self.state.take_waiter(seq);
-            return Err(encode_err(e));
-        }
-        Ok(call)
+        })
     }
 
     /// A two-way call on raw bodies.
@@ -317,7 +499,8 @@ impl Peer {
             .await
     }
 
-    /// A one-way call: no reply, no pending state. Returns once the request is queued.
+    /// A one-way call: no reply, no pending state. Returns once the request is queued; waits
+    /// while the other end's window or the write queue is full (for at most the timeout).
     pub async fn notify_raw(
         &self,
         service: &str,
@@ -326,17 +509,15 @@ impl Peer {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<(), RpcError> {
-        let seq = self.state.next_seq();
-        let mut frame = Frame::one_way(seq, codec, service, method, body);
-        if let Some(t) = opts.timeout {
-            frame.timeout_ms = budget_ms(t);
-        }
+        let has_deadline = opts.timeout.is_some() || self.deadline.is_some();
+        let (deadline, timeout) = self.call_deadline(opts.timeout);
+        let mut frame = Frame::one_way(0, codec, service, method, body);
+        // A budget travels only if the caller set one (or serves a call that has one).
+        frame.timeout_ms = u32::from(has_deadline);
         frame.metadata = opts.metadata;
-        self.session
-            .send_pkg(&frame)
+        self.send_call(frame, None, deadline, timeout)
             .await
             .map(|_| ())
-            .map_err(encode_err)
     }
 
     /// A typed one-way call.
@@ -359,9 +540,12 @@ impl Peer {
 
     /// One heartbeat round trip; returns how long it took.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, RpcError> {
-        let seq = self.state.next_seq();
         let (tx, rx) = oneshot::channel();
-        self.state.add_waiter(seq, tx)?;
+        let seq = self
+            .state
+            .machine()
+            .start_ping(tx)
+            .map_err(|_| RpcError::closed("connection closed"))?;
         let start = Instant::now();
         let call = PendingCall {
             seq,
@@ -371,7 +555,6 @@ impl Peer {
             peer: Some(self.clone()),
         };
         if let Err(e) = self.session.send_pkg(&Frame::ping(seq)).await {
-            self.state.take_waiter(seq);
             return Err(e.into());
         }
         call.await?;
@@ -395,14 +578,13 @@ impl PendingCall {
         self.seq
     }
 
-    /// Gives up on the call: forget the waiter and tell the callee.
+    /// Gives up on the call: forget the waiter and tell the callee (a Cancel, queued by the
+    /// machine so it is never lost to a full write queue).
     fn abandon(&mut self) {
-        if let Some(peer) = self.peer.take()
-            && peer.state.take_waiter(self.seq).is_some()
-            && !peer.is_closed()
-        {
-            // Best effort: if the queue is full the callee's own deadline still stops it.
-            let _ = peer.session.try_send_pkg(&Frame::cancel(self.seq));
+        if let Some(peer) = self.peer.take() {
+            let mut m = peer.state.machine();
+            m.abandon(self.seq);
+            settle(&mut m, &peer.state, &peer.session);
         }
     }
 }
@@ -425,11 +607,7 @@ impl Future for PendingCall {
         }
         if self.sleep.as_mut().poll(cx).is_ready() {
             self.abandon();
-            let t = self.timeout;
-            return Poll::Ready(Err(RpcError::new(
-                Status::Timeout,
-                format!("no reply within {t:?}"),
-            )));
+            return Poll::Ready(Err(timeout_err(self.timeout)));
         }
         Poll::Pending
     }
@@ -438,21 +616,6 @@ impl Future for PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         self.abandon();
-    }
-}
-
-/// A reply frame arrived: hand it to its call, or count it as late.
-pub(crate) fn complete(state: &ConnState, f: Frame) {
-    let kind = f.kind;
-    match state.take_waiter(f.seq) {
-        Some(w) => {
-            let _ = w.send(Ok(f));
-        }
-        None if kind == Kind::Response => {
-            state.late_replies.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(seq = f.seq, "late reply dropped");
-        }
-        None => {} // a Pong to a heartbeat ping nobody waits for
     }
 }
 

@@ -26,7 +26,11 @@ pub(crate) fn rpc_sessions(
     let session_opts = opts.session_options();
     new_session(move |c: &mut SessionConfig<Frame>| {
         let conn = RpcConnection {
-            state: Arc::new(ConnState::new(router.clone(), opts.clone())),
+            state: Arc::new(ConnState::new(
+                router.clone(),
+                opts.clone(),
+                peers.handlers.clone(),
+            )),
             peers: peers.clone(),
             on_peer: on_peer.clone(),
         };
@@ -158,8 +162,10 @@ impl RpcServer {
     pub fn core(&self) -> &Server<Frame> {
         &self.core
     }
-    /// Stops accepting, closes every connection (pending calls fail) and waits.
+    /// Stops accepting, closes every connection (pending calls fail, handlers are stopped)
+    /// and waits until every handler has stopped.
     pub async fn close(&self) {
         self.core.close().await;
+        self.peers.handlers_stopped().await;
     }
 }

@@ -246,9 +246,17 @@ pub fn take_frames(buf: &mut BytesMut) -> Vec<Frame> {
     let mut out = Vec::new();
     while let Ok(getty::core::Decoded::Package { pkg, len }) = frame::decode(buf, usize::MAX) {
         buf.advance(len);
-        out.push(pkg);
+        // Every peer's first frame is its Hello (PROTOCOL.md section 16): not an answer.
+        if !is_hello(&pkg) {
+            out.push(pkg);
+        }
     }
     out
+}
+
+/// Whether `f` is a `getty.Peer/Hello`.
+pub fn is_hello(f: &Frame) -> bool {
+    f.kind == getty::rpc::Kind::OneWay && f.service == "getty.Peer" && f.method == "Hello"
 }
 
 /// Tests of one binary that measure process-wide memory run one at a time.

@@ -1,0 +1,567 @@
+//! Two machines wired back to back in memory, driven by random interleavings of both peers'
+//! events (proptest). After every step the invariants hold; at the end, once every frame is
+//! delivered and every handler finished, every call has ended exactly once and both windows
+//! are empty again (nothing leaked, nobody waits forever).
+
+use std::collections::{HashMap, VecDeque};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::frame::Kind;
+
+struct TestIo;
+impl Io for TestIo {
+    type Waiter = u64;
+    type Grant = u64;
+    type Handle = u64;
+}
+
+/// How one call of the test ended, from its caller's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Answered(Status),
+    Abandoned,
+    GaveUp,
+    Sent,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    bytes: u64,
+    two_way: bool,
+    seq: Option<u64>,
+    given_up: bool,
+}
+
+/// One peer: its machine and what its driver would hold.
+struct Side {
+    m: Machine<TestIo>,
+    flow: bool,
+    window: Limits,
+    calls: HashMap<u64, Call>,
+    outcomes: HashMap<u64, Outcome>,
+    /// Handlers running as tasks: (handler id, admission).
+    running: Vec<(u64, Admitted)>,
+    next_handle: u64,
+    seen_first: bool,
+}
+
+const HELLO: &str = "getty.Peer";
+
+impl Side {
+    fn new(window: Limits, flow: bool) -> Side {
+        Side {
+            m: Machine::new(Config {
+                window,
+                max_owed: 1 << 20,
+                heartbeat_misses: 3,
+            }),
+            flow,
+            window,
+            calls: HashMap::new(),
+            outcomes: HashMap::new(),
+            running: Vec::new(),
+            next_handle: 0,
+            seen_first: false,
+        }
+    }
+
+    fn end(&mut self, id: u64, o: Outcome) -> Result<(), TestCaseError> {
+        let prev = self.outcomes.insert(id, o);
+        prop_assert!(prev.is_none(), "call {id} ended twice: {prev:?} then {o:?}");
+        Ok(())
+    }
+
+    fn send_call(&mut self, id: u64, seq: u64, wire: &mut VecDeque<Frame>) {
+        let c = self.calls.get_mut(&id).expect("known call");
+        c.seq = Some(seq);
+        let body = vec![0u8; c.bytes as usize];
+        let f = if c.two_way {
+            Frame::request(seq, crate::frame::CodecId::Json, "s.S", "m", body)
+        } else {
+            Frame::one_way(seq, crate::frame::CodecId::Json, "s.S", "m", body)
+        };
+        wire.push_back(f);
+        if !c.two_way {
+            self.outcomes.insert(id, Outcome::Sent);
+        }
+    }
+
+    /// What the driver does after every event: wake granted callers, send owed frames.
+    fn settle(&mut self, wire: &mut VecDeque<Frame>) -> Result<(), TestCaseError> {
+        while let Some((id, seq, _)) = self.m.poll_grant() {
+            let c = self.calls[&id];
+            if c.given_up {
+                self.m.unsend(seq, frame_len(c.bytes));
+            } else {
+                self.send_call(id, seq, wire);
+            }
+        }
+        while let Some(f) = self.m.poll_transmit() {
+            wire.push_back(f);
+        }
+        self.m.check().map_err(TestCaseError::fail)
+    }
+
+    fn call(&mut self, id: u64, bytes: u64, two_way: bool, wire: &mut VecDeque<Frame>) {
+        self.calls.insert(
+            id,
+            Call {
+                bytes,
+                two_way,
+                seq: None,
+                given_up: false,
+            },
+        );
+        let len = frame_len(bytes);
+        match self.m.start_call(len, two_way.then_some(id)) {
+            Start::Send(seq) => self.send_call(id, seq, wire),
+            Start::Full(w) => self.m.wait(len, w, id),
+            Start::Closed(_) => unreachable!("never closed in these tests"),
+        }
+    }
+
+    fn receive(
+        &mut self,
+        f: Frame,
+        inline: bool,
+        wire: &mut VecDeque<Frame>,
+    ) -> Result<(), TestCaseError> {
+        if !std::mem::replace(&mut self.seen_first, true) {
+            // What the driver learns from the peer's first frame.
+            // A peer without flow control ignores the other's window.
+            let flow = (f.service == HELLO && self.flow).then(|| hello_window(&f));
+            self.m.on_first_frame(flow.flatten());
+        }
+        match f.kind {
+            Kind::Request | Kind::OneWay if f.service == HELLO => {}
+            Kind::Request | Kind::OneWay => {
+                let two_way = f.kind == Kind::Request;
+                let bytes = crate::frame::encoded_len(&f) as u64;
+                match self.m.admit(f.seq, two_way, bytes) {
+                    Ok(mut a) => {
+                        if inline {
+                            if self.m.finished(a) {
+                                wire.push_back(Frame::response(f.seq, f.codec, "ok"));
+                            }
+                        } else {
+                            self.next_handle += 1;
+                            let h = self.next_handle;
+                            self.m.track(&mut a, None);
+                            prop_assert!(self.m.attach(a.seq, a.id(), h).is_none());
+                            self.running.push((h, a));
+                        }
+                    }
+                    Err(Refused::Overloaded) => {}
+                    Err(e) => prop_assert!(false, "admission failed: {e:?}"),
+                }
+            }
+            Kind::Response => {
+                if let Answer::Deliver(id) = self.m.on_answer(f.seq, false) {
+                    self.end(id, Outcome::Answered(f.status))?;
+                }
+            }
+            Kind::Credit => {
+                let (calls, bytes) = f.credit_grant().expect("a well-formed credit");
+                self.m.on_credit(calls, bytes);
+            }
+            Kind::Cancel => {
+                if let Some(h) = self.m.on_cancel(f.seq) {
+                    // The driver aborts it; its task's guard later reports it finished.
+                    let i = self
+                        .running
+                        .iter()
+                        .position(|(x, _)| *x == h)
+                        .expect("running");
+                    let (_, a) = self.running.remove(i);
+                    prop_assert!(
+                        !self.m.finished(a),
+                        "a cancelled handler's reply must not go out"
+                    );
+                }
+            }
+            Kind::Ping => self.m.on_ping(f.seq),
+            Kind::Pong => {}
+        }
+        self.settle(wire)
+    }
+
+    fn finish(&mut self, idx: usize, wire: &mut VecDeque<Frame>) -> Result<(), TestCaseError> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        let (_, a) = self.running.remove(idx % self.running.len());
+        let seq = a.seq;
+        if self.m.finished(a) {
+            wire.push_back(Frame::response(seq, crate::frame::CodecId::Json, "ok"));
+        }
+        self.settle(wire)
+    }
+
+    /// The caller of a sent two-way call gives up (timeout or drop).
+    fn abandon(&mut self, idx: usize, wire: &mut VecDeque<Frame>) -> Result<(), TestCaseError> {
+        let mut open: Vec<(u64, u64)> = self
+            .calls
+            .iter()
+            .filter(|(id, c)| c.two_way && c.seq.is_some() && !self.outcomes.contains_key(id))
+            .map(|(id, c)| (*id, c.seq.unwrap_or(0)))
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        open.sort_unstable();
+        let (id, seq) = open[idx % open.len()];
+        self.m.abandon(seq);
+        self.end(id, Outcome::Abandoned)?;
+        self.settle(wire)
+    }
+
+    /// A caller still waiting for window gives up (its deadline passed while it waited).
+    fn give_up(&mut self, idx: usize) -> Result<(), TestCaseError> {
+        let mut waiting: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(id, c)| c.seq.is_none() && !c.given_up && !self.outcomes.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        waiting.sort_unstable();
+        let id = waiting[idx % waiting.len()];
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.given_up = true;
+        }
+        self.end(id, Outcome::GaveUp)
+    }
+
+    fn hello(&mut self, wire: &mut VecDeque<Frame>) {
+        let seq = self.m.next_seq();
+        let body = if self.flow {
+            format!("{} {}", self.window.calls, self.window.bytes)
+        } else {
+            String::new()
+        };
+        wire.push_back(Frame::one_way(
+            seq,
+            crate::frame::CodecId::Json,
+            HELLO,
+            "Hello",
+            body,
+        ));
+    }
+}
+
+/// The whole frame's length for a body of `body` bytes ("s.S"/"m", no metadata), as both
+/// ends count it.
+fn frame_len(body: u64) -> u64 {
+    (crate::frame::HEADER_LEN + 10) as u64 + body
+}
+
+/// The test's own Hello body: "calls bytes" announces flow control, empty does not.
+fn hello_window(f: &Frame) -> Option<Limits> {
+    let s = std::str::from_utf8(&f.body).ok()?;
+    let (c, b) = s.split_once(' ')?;
+    Some(Limits {
+        calls: c.parse().ok()?,
+        bytes: b.parse().ok()?,
+    })
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Call { a: bool, bytes: u64, two_way: bool },
+    Deliver { a: bool, inline: bool },
+    Finish { a: bool, idx: usize },
+    Abandon { a: bool, idx: usize },
+    GiveUp { a: bool, idx: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<bool>(), 0u64..3000, any::<bool>())
+            .prop_map(|(a, bytes, two_way)| Op::Call { a, bytes, two_way }),
+        6 => (any::<bool>(), any::<bool>()).prop_map(|(a, inline)| Op::Deliver { a, inline }),
+        3 => (any::<bool>(), any::<usize>()).prop_map(|(a, idx)| Op::Finish { a, idx }),
+        1 => (any::<bool>(), any::<usize>()).prop_map(|(a, idx)| Op::Abandon { a, idx }),
+        1 => (any::<bool>(), any::<usize>()).prop_map(|(a, idx)| Op::GiveUp { a, idx }),
+    ]
+}
+
+fn window() -> impl Strategy<Value = Limits> {
+    (1u32..40, 1u64..20_000).prop_map(|(calls, bytes)| Limits { calls, bytes })
+}
+
+/// Runs `ops`, then drains everything, and checks the end state.
+fn run(
+    wa: Limits,
+    wb: Limits,
+    flow_a: bool,
+    flow_b: bool,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let mut a = Side::new(wa, flow_a);
+    let mut b = Side::new(wb, flow_b);
+    // wire.0: a -> b, wire.1: b -> a
+    let (mut ab, mut ba) = (VecDeque::new(), VecDeque::new());
+    a.hello(&mut ab);
+    b.hello(&mut ba);
+    let mut next_id = 0u64;
+    for op in ops {
+        match op {
+            Op::Call {
+                a: on_a,
+                bytes,
+                two_way,
+            } => {
+                next_id += 1;
+                let (s, w) = if on_a {
+                    (&mut a, &mut ab)
+                } else {
+                    (&mut b, &mut ba)
+                };
+                s.call(next_id, bytes, two_way, w);
+                s.settle(w)?;
+            }
+            Op::Deliver { a: to_a, inline } => {
+                if to_a {
+                    if let Some(f) = ba.pop_front() {
+                        a.receive(f, inline, &mut ab)?;
+                    }
+                } else if let Some(f) = ab.pop_front() {
+                    b.receive(f, inline, &mut ba)?;
+                }
+            }
+            Op::Finish { a: on_a, idx } => {
+                if on_a {
+                    a.finish(idx, &mut ab)?
+                } else {
+                    b.finish(idx, &mut ba)?
+                }
+            }
+            Op::Abandon { a: on_a, idx } => {
+                if on_a {
+                    a.abandon(idx, &mut ab)?
+                } else {
+                    b.abandon(idx, &mut ba)?
+                }
+            }
+            Op::GiveUp { a: on_a, idx } => {
+                if on_a {
+                    a.give_up(idx)?
+                } else {
+                    b.give_up(idx)?
+                }
+            }
+        }
+    }
+    // Drain: deliver everything, finish every handler, until nothing moves.
+    for _ in 0..100_000 {
+        let mut moved = false;
+        if let Some(f) = ba.pop_front() {
+            a.receive(f, true, &mut ab)?;
+            moved = true;
+        }
+        if let Some(f) = ab.pop_front() {
+            b.receive(f, true, &mut ba)?;
+            moved = true;
+        }
+        if !a.running.is_empty() {
+            a.finish(0, &mut ab)?;
+            moved = true;
+        }
+        if !b.running.is_empty() {
+            b.finish(0, &mut ba)?;
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    for (name, s, peer) in [("a", &a, &b), ("b", &b, &a)] {
+        for (id, c) in &s.calls {
+            prop_assert!(
+                s.outcomes.contains_key(id),
+                "{name}: call {id} ({c:?}) never ended"
+            );
+        }
+        prop_assert_eq!(s.m.waiting_len(), 0, "{}: callers still wait", name);
+        prop_assert_eq!(s.m.inflight(), 0, "{}: the peer's calls still count", name);
+        if s.flow && peer.flow {
+            prop_assert_eq!(s.m.out.calls, 0, "{}: window never returned", name);
+            prop_assert_eq!(s.m.out.bytes, 0, "{}: window bytes never returned", name);
+        }
+        // Calls between peers that both do flow control are never refused, when the windows
+        // are at least the initial one the callers assume before the Hello.
+        if s.flow
+            && peer.flow
+            && s.window.calls >= INITIAL_WINDOW.calls
+            && s.window.bytes >= INITIAL_WINDOW.bytes
+        {
+            prop_assert_eq!(s.m.counters().refused, 0, "{}: refused a call", name);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_call_ends_once_and_windows_return(
+        wa in window(), wb in window(),
+        flow_a in prop::bool::weighted(0.8), flow_b in prop::bool::weighted(0.8),
+        ops in prop::collection::vec(op(), 0..300),
+    ) {
+        run(wa, wb, flow_a, flow_b, ops)?;
+    }
+
+    #[test]
+    fn large_windows_never_refuse(
+        ops in prop::collection::vec(op(), 0..300),
+    ) {
+        let w = Limits { calls: 64, bytes: 2 << 20 };
+        run(w, w, true, true, ops)?;
+    }
+}
+
+#[test]
+fn a_call_over_the_whole_window_goes_when_the_window_is_empty() {
+    let mut m: Machine<TestIo> = Machine::new(Config {
+        window: Limits {
+            calls: 4,
+            bytes: 100,
+        },
+        max_owed: 16,
+        heartbeat_misses: 3,
+    });
+    m.on_first_frame(Some(Limits {
+        calls: 4,
+        bytes: 100,
+    }));
+    let Start::Send(s1) = m.start_call(500, Some(1)) else {
+        panic!("an empty window takes any call")
+    };
+    assert!(matches!(m.start_call(10, Some(2)), Start::Full(Some(2))));
+    m.wait(10, Some(2), 2);
+    assert!(m.poll_grant().is_none());
+    assert!(matches!(m.on_answer(s1, false), Answer::Deliver(1)));
+    let (g, _, _) = m.poll_grant().expect("window came back");
+    assert_eq!(g, 2);
+}
+
+#[test]
+fn an_abandoned_call_keeps_its_window_until_a_flow_peer_answers() {
+    let mut m: Machine<TestIo> = Machine::new(Config {
+        window: Limits {
+            calls: 1,
+            bytes: 1000,
+        },
+        max_owed: 16,
+        heartbeat_misses: 3,
+    });
+    m.on_first_frame(Some(Limits {
+        calls: 1,
+        bytes: 1000,
+    }));
+    let Start::Send(s1) = m.start_call(10, Some(1)) else {
+        panic!()
+    };
+    m.abandon(s1);
+    assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Cancel));
+    assert!(matches!(m.start_call(10, Some(2)), Start::Full(_)));
+    assert!(matches!(m.on_answer(s1, false), Answer::Late));
+    assert_eq!(m.counters().late_replies, 1);
+    assert!(matches!(m.start_call(10, Some(2)), Start::Send(_)));
+}
+
+#[test]
+fn a_cancel_answers_once_and_the_late_finish_sends_nothing() {
+    let mut m: Machine<TestIo> = Machine::new(Config {
+        window: Limits {
+            calls: 8,
+            bytes: 1000,
+        },
+        max_owed: 16,
+        heartbeat_misses: 3,
+    });
+    let mut a = m.admit(7, true, 50).expect("fits");
+    m.track(&mut a, None);
+    assert!(m.attach(7, a.id(), 99).is_none());
+    assert_eq!(m.admit(7, true, 50).unwrap_err(), Refused::DuplicateSeq);
+    assert_eq!(m.on_cancel(7), Some(99));
+    let f = m.poll_transmit().expect("CANCELLED answer");
+    assert_eq!(
+        (f.kind, f.status, f.seq),
+        (Kind::Response, Status::Cancelled, 7)
+    );
+    assert!(!m.finished(a));
+    assert_eq!(m.inflight(), 0);
+    assert!(m.on_cancel(7).is_none());
+}
+
+#[test]
+fn owed_frames_beyond_the_bound_close() {
+    let mut m: Machine<TestIo> = Machine::new(Config {
+        window: Limits {
+            calls: 8,
+            bytes: 1000,
+        },
+        max_owed: 2,
+        heartbeat_misses: 3,
+    });
+    assert!(m.defer(Frame::pong(1)).is_ok());
+    assert!(m.start_flush());
+    assert!(!m.start_flush(), "one flusher at a time");
+    assert!(m.defer(Frame::pong(2)).is_ok());
+    assert!(m.defer(Frame::pong(3)).is_err());
+}
+
+#[test]
+fn silence_past_the_misses_closes_and_otherwise_pings() {
+    let mut m: Machine<TestIo> = Machine::new(Config {
+        window: Limits {
+            calls: 8,
+            bytes: 1000,
+        },
+        max_owed: 2,
+        heartbeat_misses: 3,
+    });
+    let p = Duration::from_secs(10);
+    assert_eq!(m.on_tick(Duration::from_secs(29), p), Tick::Pinged);
+    assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Ping));
+    assert!(matches!(
+        m.on_tick(Duration::from_secs(31), p),
+        Tick::Close(_)
+    ));
+}
+
+#[test]
+fn close_fails_everything_and_ignores_later_events() {
+    let mut m: Machine<TestIo> = Machine::new(Config {
+        window: Limits {
+            calls: 8,
+            bytes: 1000,
+        },
+        max_owed: 2,
+        heartbeat_misses: 3,
+    });
+    m.on_first_frame(Some(Limits {
+        calls: 1,
+        bytes: 1000,
+    }));
+    let Start::Send(_) = m.start_call(10, Some(1)) else {
+        panic!()
+    };
+    m.wait(10, Some(2), 2);
+    let mut a = m.admit(3, true, 10).expect("fits");
+    m.track(&mut a, Some(5));
+    let c = m.close();
+    assert_eq!(c.waiters, vec![1]);
+    assert_eq!(c.grants, vec![2]);
+    assert_eq!(c.handles, vec![5]);
+    assert!(!m.finished(a));
+    assert!(matches!(m.start_call(1, Some(9)), Start::Closed(Some(9))));
+    assert!(m.poll_grant().is_none());
+}
