@@ -39,6 +39,9 @@ impl Io for RtIo {
     type Waiter = oneshot::Sender<Result<Frame, RpcError>>;
     type Grant = oneshot::Sender<u64>;
     type Handle = AbortHandle;
+    fn gave_up(grant: &oneshot::Sender<u64>) -> bool {
+        grant.is_closed()
+    }
 }
 
 /// State of one connection shared by its `Peer` handles and its listener: the protocol

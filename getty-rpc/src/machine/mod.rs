@@ -43,6 +43,8 @@ pub(crate) trait Io {
     type Grant;
     /// Stops a running handler.
     type Handle;
+    /// Whether the caller behind a grant gave up waiting (so its queue entry can go).
+    fn gave_up(grant: &Self::Grant) -> bool;
 }
 
 /// What one connection's machine is configured with.
@@ -165,6 +167,8 @@ pub(crate) struct Machine<T: Io> {
     /// The peer's window, as we use it.
     out: Window,
     waiting: VecDeque<Waiting<T>>,
+    /// Queue length at which entries of callers that gave up are swept out (amortised O(1)).
+    sweep_at: usize,
     // ---- the peer's calls ----
     running: FastMap<u64, Running<T::Handle>>,
     /// Our window, as the peer uses it.
@@ -199,6 +203,7 @@ impl<T: Io> Machine<T> {
             pending: FastMap::default(),
             out: Window::new(Some(INITIAL_WINDOW)),
             waiting: VecDeque::new(),
+            sweep_at: 64,
             running: FastMap::default(),
             inw: Window::new(Some(cfg.window)),
             one_ways_in: 0,
@@ -229,8 +234,12 @@ impl<T: Io> Machine<T> {
     pub(crate) fn inflight(&self) -> usize {
         self.inw.calls as usize
     }
+    /// Callers waiting for the peer's window (not counting those that gave up).
     pub(crate) fn waiting_len(&self) -> usize {
-        self.waiting.len()
+        self.waiting
+            .iter()
+            .filter(|w| !T::gave_up(&w.grant))
+            .count()
     }
     pub(crate) fn peer_flow(&self) -> bool {
         self.peer_flow
@@ -278,6 +287,10 @@ impl<T: Io> Machine<T> {
 
     /// Queues a caller that got [`Start::Full`]; it is woken through `grant` with its seq.
     pub(crate) fn wait(&mut self, bytes: u64, waiter: Option<T::Waiter>, grant: T::Grant) {
+        if self.waiting.len() >= self.sweep_at {
+            self.waiting.retain(|w| !T::gave_up(&w.grant));
+            self.sweep_at = (2 * self.waiting.len()).max(64);
+        }
         self.waiting.push_back(Waiting {
             bytes,
             waiter,
@@ -307,6 +320,9 @@ impl<T: Io> Machine<T> {
     pub(crate) fn poll_grant(&mut self) -> Option<(T::Grant, u64, u64)> {
         if self.closed {
             return None;
+        }
+        while self.waiting.front().is_some_and(|w| T::gave_up(&w.grant)) {
+            self.waiting.pop_front();
         }
         let bytes = self.waiting.front()?.bytes;
         if !self.out.fits(bytes) {
