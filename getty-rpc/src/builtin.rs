@@ -159,3 +159,37 @@ fn peer_service(state: &ConnState, f: &Frame) -> Option<Frame> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_hello_is_the_one_in_protocol_md() {
+        let h = Hello::ours(&crate::options::RpcOptions::default()).frame(1);
+        assert_eq!(
+            std::str::from_utf8(&h.body).unwrap(),
+            r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"features":["flow"]}"#
+        );
+        let back = Hello::parse(&h.body).unwrap();
+        assert_eq!(
+            back.flow_window(),
+            Some(Limits {
+                calls: 4096,
+                bytes: 32 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn an_older_hello_names_an_instance_and_offers_no_flow_control() {
+        let h = Hello::parse(br#""provider-1""#).unwrap();
+        assert_eq!(h.instance.as_deref(), Some("provider-1"));
+        assert_eq!(h.flow_window(), None);
+        // Unknown fields and features are ignored; a window without "flow" is not flow control.
+        let h = Hello::parse(br#"{"window":{"calls":1,"bytes":2},"features":["x"],"new":1}"#)
+            .unwrap();
+        assert_eq!(h.flow_window(), None);
+        assert!(Hello::parse(b"{{{").is_err());
+    }
+}

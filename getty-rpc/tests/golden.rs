@@ -52,6 +52,17 @@ fn expected() -> Vec<(&'static str, Frame)> {
         ("ping", Frame::ping(5)),
         ("pong", Frame::pong(5)),
         ("cancel", Frame::cancel(4)),
+        (
+            "hello",
+            Frame::one_way(
+                1,
+                CodecId::Json,
+                "getty.Peer",
+                "Hello",
+                r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"features":["flow"]}"#,
+            ),
+        ),
+        ("credit", Frame::credit(0, 3, 150)),
     ]
 }
 
