@@ -8,11 +8,11 @@
 #[path = "../examples/rpc_echo.rs"]
 #[allow(dead_code)]
 mod rpc_echo;
+mod python_peer;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -27,12 +27,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use python_peer::{PythonServer, kit, python};
+
 /// How long one expectation waits for the peer (real time: the Python peer is a process).
 const WAIT: Duration = Duration::from_secs(5);
-
-fn kit() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
-}
 
 fn load(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -97,45 +95,6 @@ async fn rust_peer() -> RpcServer {
     })
     .await
     .expect("server")
-}
-
-/// `python3 getty_peer.py ARGS`, waiting for its first line when `first_line`.
-fn python(args: &[&str]) -> Command {
-    let mut c = Command::new("python3");
-    c.arg(kit().join("python/getty_peer.py")).args(args);
-    c
-}
-
-/// The Python peer serving the kit's services; killed on drop.
-struct PythonServer {
-    child: Child,
-    addr: String,
-}
-
-impl PythonServer {
-    fn start() -> PythonServer {
-        let mut child = python(&["serve", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 on PATH");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("python peer said {line:?}"))
-            .to_string();
-        PythonServer { child, addr }
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One connection to the peer under test, read frame by frame.
