@@ -429,3 +429,34 @@ fn the_kit_files_are_what_make_kit_writes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// PROTOCOL.md section 17 states the defaults; they are `RpcOptions::default()`.
+#[test]
+fn the_defaults_table_is_what_rpc_options_default_says() {
+    let doc = include_str!("../getty-rpc/PROTOCOL.md");
+    let section = doc
+        .split("## 17. Defaults")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("section 17");
+    let value = |setting: &str| {
+        section
+            .lines()
+            .find_map(|l| {
+                let cols: Vec<_> = l.split('|').map(str::trim).collect();
+                (cols.len() > 2 && cols[1] == setting).then(|| cols[2].to_string())
+            })
+            .unwrap_or_else(|| panic!("no row {setting:?} in section 17"))
+    };
+    let d = RpcOptions::default();
+    let secs = |t: Duration| format!("{} s", t.as_secs());
+    assert_eq!(value("heartbeat period"), secs(d.heartbeat_period));
+    assert_eq!(value("heartbeat misses"), d.heartbeat_misses.to_string());
+    assert_eq!(value("in-flight limit"), d.max_inflight.to_string());
+    assert_eq!(
+        value("frame limit"),
+        format!("{} MiB = {} bytes", d.max_frame >> 20, d.max_frame)
+    );
+    assert_eq!(value("call timeout"), secs(d.default_timeout));
+    assert_eq!(value("reflection"), if d.reflection { "served" } else { "off" });
+}
