@@ -413,8 +413,8 @@ class Peer:
                 self.last_rx = time.monotonic()
                 for f in reader.feed(data):
                     self._dispatch(f)
-        except (Violation, OSError):
-            pass  # §15: close at once, sending nothing
+        except (Violation, OSError, RpcError):
+            pass  # §15: close at once, sending nothing (or the connection is gone)
         self.close()
 
     def _dispatch(self, f):

@@ -152,6 +152,9 @@ def vectors():
     meta = b"\x01\x00" + b"s" * 256 + b"\x00\x01M\x00\x00"
     bad("service-256-bytes", "4", "service longer than 255 bytes",
         set_u32(raw[:28], 20, len(meta)) + meta + b"{}")
+    meta = b"\x00\x00\x01\x00" + b"m" * 256 + b"\x00\x00"
+    bad("cancel-method-256-bytes", "5", "a name over 255 bytes is a violation even in a "
+        "kind that ignores names", set_u32(ping[:3] + b"\x06" + ping[4:28], 20, len(meta)) + meta)
 
     out = []
     for name, sec, doc, f, hexbytes, outcome in v:
@@ -209,8 +212,9 @@ def scenarios():
             "steps": [
                 {"send": relay},
                 {"expect": nested, "capture": {"seq": "n"}},
+                # A body that would decode in the request's codec: only the codec is wrong.
                 {"send": {"kind": g.RESPONSE, "seq": "$n", "codec": g.PROTOBUF,
-                          "body_hex": ""}},
+                          "body_json": {"text": "x", "codec": "json"}}},
                 {"expect": reply(1, status="nonzero", body_utf8=True)},
                 {"send": {"kind": g.PING, "seq": 3}},
                 {"expect": {"kind": g.PONG, "seq": 3}},
