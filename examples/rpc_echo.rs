@@ -20,7 +20,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 struct Service;
 
 impl Echo for Service {
-    async fn echo(&self, ctx: Context, req: EchoRequest) -> Result<EchoReply, getty::rpc::RpcError> {
+    async fn echo(
+        &self,
+        ctx: Context,
+        req: EchoRequest,
+    ) -> Result<EchoReply, getty::rpc::RpcError> {
         Ok(EchoReply {
             payload: req.payload,
             text: req.text,

@@ -5,10 +5,10 @@
 //!
 //! Needs `python3` on PATH (standard library only).
 
+mod python_peer;
 #[path = "../examples/rpc_echo.rs"]
 #[allow(dead_code)]
 mod rpc_echo;
-mod python_peer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -79,9 +79,7 @@ fn kit_router() -> Router {
                 .map_err(|e| match e.status {
                     // Local-only codes are never sent (PROTOCOL.md section 13).
                     Status::Timeout => RpcError::new(Status::DeadlineExceeded, e.message),
-                    Status::ConnectionClosed if !e.is_from_peer() => {
-                        RpcError::internal(e.message)
-                    }
+                    Status::ConnectionClosed if !e.is_from_peer() => RpcError::internal(e.message),
                     _ => e,
                 })
         },
@@ -167,10 +165,7 @@ impl Wire {
     }
 
     async fn send_bytes(&mut self, b: &[u8]) -> Result<(), String> {
-        self.s
-            .write_all(b)
-            .await
-            .map_err(|e| format!("write: {e}"))
+        self.s.write_all(b).await.map_err(|e| format!("write: {e}"))
     }
 
     async fn send(&mut self, spec: &Value) -> Result<(), String> {
@@ -192,7 +187,8 @@ impl Wire {
                     "seq" => f.seq,
                     other => return Err(format!("cannot capture {other}")),
                 };
-                self.vars.insert(var.as_str().unwrap_or_default().to_string(), v);
+                self.vars
+                    .insert(var.as_str().unwrap_or_default().to_string(), v);
             }
         }
         Ok(())
@@ -236,7 +232,12 @@ fn num(v: &Value, vars: &HashMap<String, u64>) -> Result<u64, String> {
 fn build(spec: &Value, vars: &HashMap<String, u64>) -> Result<Frame, String> {
     let get = |k: &str| spec.get(k).map(|v| num(v, vars)).transpose();
     let kind = Kind::from_u8(get("kind")?.unwrap_or(0) as u8).ok_or("bad kind")?;
-    let text = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |k: &str| {
+        spec.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let body = if let Some(j) = spec.get("body_json") {
         serde_json::to_vec(j).unwrap()
     } else {
@@ -246,7 +247,13 @@ fn build(spec: &Value, vars: &HashMap<String, u64>) -> Result<Frame, String> {
         codec: CodecId::from_u8(get("codec")?.unwrap_or(0) as u8),
         status: Status::from_code(get("status")?.unwrap_or(0) as u16),
         timeout_ms: get("timeout_ms")?.unwrap_or(0) as u32,
-        ..Frame::request(get("seq")?.unwrap_or(0), CodecId::None, text("service"), text("method"), body)
+        ..Frame::request(
+            get("seq")?.unwrap_or(0),
+            CodecId::None,
+            text("service"),
+            text("method"),
+            body,
+        )
     })
     .map(|f| Frame { kind, ..f })
 }
@@ -458,5 +465,8 @@ fn the_defaults_table_is_what_rpc_options_default_says() {
         format!("{} MiB = {} bytes", d.max_frame >> 20, d.max_frame)
     );
     assert_eq!(value("call timeout"), secs(d.default_timeout));
-    assert_eq!(value("reflection"), if d.reflection { "served" } else { "off" });
+    assert_eq!(
+        value("reflection"),
+        if d.reflection { "served" } else { "off" }
+    );
 }

@@ -444,7 +444,11 @@ fn ok_replies_that_are_not_json_text_in_the_json_codec_exit_1() {
             b"{}",
             "an OK reply in codec protobuf to a json request",
         ),
-        (CodecId::None, b"{}", "an OK reply in codec none to a json request"),
+        (
+            CodecId::None,
+            b"{}",
+            "an OK reply in codec none to a json request",
+        ),
     ] {
         let body = body.to_vec();
         let addr = raw_peer(move |f| Frame::response(f.seq, codec, body.clone()));

@@ -189,12 +189,14 @@ impl Builder {
 
         let out_dir = match &self.out_dir {
             Some(d) => d.clone(),
-            None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "OUT_DIR is not set (not in a build script?): set Builder::out_dir",
-                )
-            })?,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "OUT_DIR is not set (not in a build script?): set Builder::out_dir",
+                    )
+                })?,
         };
         let problems = Rc::new(RefCell::new(Vec::new()));
         let mut cfg = prost_build::Config::new();

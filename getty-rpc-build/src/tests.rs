@@ -77,7 +77,10 @@ fn assert_stubs(code: &str) {
         "marker left in docs:\n{code}"
     );
     assert!(!code.contains("compile_error"), "{code}");
-    assert!(!code.contains("#[derive(serde::"), "serde derives left:\n{code}");
+    assert!(
+        !code.contains("#[derive(serde::"),
+        "serde derives left:\n{code}"
+    );
 }
 
 #[test]
@@ -226,7 +229,11 @@ fn oneway_marker_is_found_and_removed() {
 fn files_without_a_package_are_refused_by_name() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    write_proto(src.path(), "nopkg.proto", "syntax = \"proto3\"; message M {}");
+    write_proto(
+        src.path(),
+        "nopkg.proto",
+        "syntax = \"proto3\"; message M {}",
+    );
     let err = Builder::new()
         .out_dir(out.path())
         .emit_rerun_if_changed(false)

@@ -115,7 +115,9 @@ where
             CodecId::Protobuf => {
                 T::decode(body).map_err(|e| RpcError::bad_request(format!("protobuf decode: {e}")))
             }
-            CodecId::Json if is_empty_message::<T>() => empty_json_decode(body).map(|()| T::default()),
+            CodecId::Json if is_empty_message::<T>() => {
+                empty_json_decode(body).map(|()| T::default())
+            }
             CodecId::Json => json_decode(body),
             c => Err(unsupported(c)),
         }
