@@ -194,27 +194,28 @@ def scenarios():
              "service": "conformance.Relay", "method": "Echo", "body_json": {"text": "x"}}
     nested = {"kind": g.REQUEST, "service": "echo.Echo", "method": "Echo", "codec": g.JSON,
               "body_json": {"text": "x"}}
+    # The relay's call back arrives; its seq is captured as n.
+    start = [{"send": relay}, {"expect": nested, "capture": {"seq": "n"}}]
+
+    def answer(codec):
+        return {"send": {"kind": g.RESPONSE, "seq": "$n", "codec": codec,
+                         "body_json": {"text": "x", "codec": "json"}}}
+
     return {
         "reverse-call": {
             "doc": "§1: the callee calls the caller back on the same connection while it "
                    "serves; the caller serves that call and gets the relayed reply",
-            "steps": [
-                {"send": relay},
-                {"expect": nested, "capture": {"seq": "n"}},
-                {"send": {"kind": g.RESPONSE, "seq": "$n", "codec": g.JSON,
-                          "body_json": {"text": "x", "codec": "json"}}},
+            "steps": start + [
+                answer(g.JSON),
                 {"expect": reply(1, codec=g.JSON, body_json={"text": "x", "codec": "json"})},
                 {"expect_silence": True},
             ]},
         "nested-reply-in-another-codec": {
             "doc": "§6: an OK reply in another codec fails that call locally (here the "
                    "relay's nested call), and the connection stays up",
-            "steps": [
-                {"send": relay},
-                {"expect": nested, "capture": {"seq": "n"}},
+            "steps": start + [
                 # A body that would decode in the request's codec: only the codec is wrong.
-                {"send": {"kind": g.RESPONSE, "seq": "$n", "codec": g.PROTOBUF,
-                          "body_json": {"text": "x", "codec": "json"}}},
+                answer(g.PROTOBUF),
                 {"expect": reply(1, status="nonzero", body_utf8=True)},
                 {"send": {"kind": g.PING, "seq": 3}},
                 {"expect": {"kind": g.PONG, "seq": 3}},
@@ -222,9 +223,7 @@ def scenarios():
         "cancel-reaches-nested-calls": {
             "doc": "§11: cancelling a call cancels the calls its handler is waiting for",
             "tolerate": [reply(1, status=g.CANCELLED)],
-            "steps": [
-                {"send": relay},
-                {"expect": nested, "capture": {"seq": "n"}},
+            "steps": start + [
                 {"send": {"kind": g.CANCEL, "seq": 1}},
                 {"expect": {"kind": g.CANCEL, "seq": "$n"}},
                 {"send": {"kind": g.RESPONSE, "seq": "$n", "codec": g.JSON,
@@ -243,9 +242,7 @@ def scenarios():
         "violation-abandons-calls": {
             "doc": "§15: after a violation nothing more is sent, not even the Response of a "
                    "call in progress",
-            "steps": [
-                {"send": relay},
-                {"expect": nested, "capture": {"seq": "n"}},
+            "steps": start + [
                 {"send_hex": "4754ff"},
                 {"expect_close": True},
             ]},
