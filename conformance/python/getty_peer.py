@@ -158,13 +158,16 @@ class FrameReader:
             raise Violation("unknown kind %d" % b[3])
 
     def feed(self, data):
-        """Adds bytes; returns the whole frames now available. Raises Violation."""
+        """Adds bytes; yields each whole frame now available, in order, and raises Violation
+        at the first bad one (the frames before it are still handled)."""
         self.buf += data
-        out = []
+        return self._frames()
+
+    def _frames(self):
         while True:
             self._check_prefix()
             if len(self.buf) < HEADER_LEN:
-                return out
+                return
             (_, _, kind, codec, flags, status, seq, timeout_ms, meta_len,
              body_len) = HEADER.unpack_from(self.buf, 0)
             if meta_len > MAX_META_LEN:
@@ -173,14 +176,13 @@ class FrameReader:
             if total > self.max_frame:
                 raise Violation("frame of %d bytes over the limit" % total)
             if len(self.buf) < total:
-                return out
+                return
             meta = bytes(self.buf[HEADER_LEN:HEADER_LEN + meta_len])
             body = bytes(self.buf[HEADER_LEN + meta_len:total])
             del self.buf[:total]
             service, method, pairs = parse_meta(meta)
-            out.append(Frame(kind, seq, codec=codec, status=status, timeout_ms=timeout_ms,
-                             service=service, method=method, metadata=pairs, body=body,
-                             flags=flags))
+            yield Frame(kind, seq, codec=codec, status=status, timeout_ms=timeout_ms,
+                        service=service, method=method, metadata=pairs, body=body, flags=flags)
 
 
 # ---- the echo messages of proto/echo.proto, in Protobuf and in the proto3 JSON mapping (§6.1)
