@@ -87,8 +87,14 @@ fn kit_router() -> Router {
     r
 }
 
+/// The Rust peer under test. It announces itself (a `getty.Peer/Hello` OneWay as its first
+/// frame), which the runner and the Python client must take in their stride.
 async fn rust_peer() -> RpcServer {
-    RpcServer::start(kit_router(), RpcOptions::default(), |cb| {
+    let opts = RpcOptions {
+        identity: Some("conformance-rust".into()),
+        ..RpcOptions::default()
+    };
+    RpcServer::start(kit_router(), opts, |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
     })
     .await
@@ -417,6 +423,8 @@ async fn the_python_client_calls_the_rpc_echo_example_and_serves_its_call_back()
         "ok relay protobuf",
         "ok served the call back 2 times",
         "ok unknown method answered 2",
+        // The Rust peer's first frame, which a peer without getty.Peer drops unanswered.
+        "ok one-ways dropped: getty.Peer/Hello",
     ] {
         assert!(stdout.contains(want), "{want:?} missing in:\n{stdout}");
     }

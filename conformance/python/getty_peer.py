@@ -331,6 +331,7 @@ class Peer:
         self.closed = threading.Event()
         self.last_rx = time.monotonic()
         self.late_replies = 0
+        self.dropped_oneways = []  # (service, method) of OneWays nothing here serves
         self.heartbeat_period = heartbeat_period
         threading.Thread(target=self._read_loop, daemon=True).start()
         threading.Thread(target=self._heartbeat, daemon=True).start()
@@ -489,7 +490,10 @@ class Peer:
         if err is not None:
             if f.kind == REQUEST:
                 self._send(Frame(RESPONSE, f.seq, status=err[0], body=err[1].encode()))
-            return  # §8: nothing is ever sent back for a OneWay
+            else:
+                # §8: nothing is ever sent back for a OneWay (a getty.Peer/Hello, say).
+                self.dropped_oneways.append((f.service, f.method))
+            return
         call = {"answered": False, "children": []}
         if f.kind == REQUEST:
             with self.lock:
@@ -618,6 +622,8 @@ def run_calls(addr):
     except RpcError as e:
         assert e.status == UNKNOWN_METHOD and e.from_peer, e
         print("ok unknown method answered %d" % e.status, flush=True)
+    print("ok one-ways dropped: %s" % " ".join("%s/%s" % m for m in peer.dropped_oneways),
+          flush=True)
     peer.close()
 
 
