@@ -539,16 +539,17 @@ async fn timeout_and_dropped_calls_cancel_the_callee_and_late_replies_are_counte
         )
         .await;
     assert_eq!(r.unwrap_err().status, Status::Timeout);
-    // Each of the three calls given up on is answered exactly once after the caller left
-    // (CANCELLED, or the handler's own late answer): three late replies, and their window
-    // came back with them.
+    // Each call given up on is answered exactly once after the caller left (CANCELLED, or
+    // the handler's own late answer): a late reply each, with its window. The first call's
+    // answer came in time instead when the callee's DEADLINE_EXCEEDED beat the caller's timer.
+    let late = if status == Status::Timeout { 3 } else { 2 };
     for _ in 0..300 {
-        if peer.stats().late_replies == 3 {
+        if peer.stats().late_replies == late {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(peer.stats().late_replies, 3);
+    assert_eq!(peer.stats().late_replies, late);
     let sum: i64 = peer
         .call_json("test.Math", "Add", &Add { a: 1, b: 1 })
         .await

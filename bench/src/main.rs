@@ -437,4 +437,31 @@ mod tests {
             assert_eq!(back.hist.value_at_quantile(q), t.hist.value_at_quantile(q));
         }
     }
+
+    /// The benchmark keeps the peerbench contract's `string payload = 1` (held as `Bytes`, JSON
+    /// as a plain string), but in Protobuf it is proto/echo.proto's echo: the same bytes both
+    /// ways, so a peer built from the .proto decodes the bench's calls and replies.
+    #[test]
+    fn protobuf_echo_is_echo_proto() {
+        use getty_proto::echo as schema;
+        use prost::Message;
+        let p = echo::payload(40);
+        let body = echo::request_body(CodecId::Protobuf, &p);
+        let req = schema::EchoRequest {
+            payload: p.clone().into_bytes(),
+            text: String::new(),
+        };
+        assert_eq!(&body[..], &req.encode_to_vec()[..]);
+        let reply = schema::EchoReply {
+            payload: p.clone().into_bytes(),
+            ..Default::default()
+        };
+        assert!(echo::is_echo(
+            CodecId::Protobuf,
+            &body,
+            &p,
+            &reply.encode_to_vec()
+        ));
+        assert_eq!(schema::EchoRequest::decode(&body[..]).unwrap(), req);
+    }
 }

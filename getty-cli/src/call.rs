@@ -92,6 +92,18 @@ fn request_body(json: Option<&str>, data: Option<&str>) -> Result<Vec<u8>> {
     Ok(text.as_bytes().to_vec())
 }
 
+/// An OK reply's body, checked to be JSON text: the call asked for JSON (the reply's codec was
+/// checked by the call itself), so anything else is the peer's fault and fails the call.
+fn reply_text(reply: &[u8]) -> Result<&str> {
+    let text = std::str::from_utf8(reply)
+        .map_err(|e| Failure::call(format!("the reply is not UTF-8 text: {e}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
+        let shown: String = text.chars().take(80).collect();
+        Failure::call(format!("the reply is not valid JSON ({e}): {shown:?}"))
+    })?;
+    Ok(text)
+}
+
 pub async fn run(a: CallArgs) -> Result {
     let (service, method) = split_method(&a.method)?;
     let body = request_body(a.json.as_deref(), a.data.as_deref())?;
@@ -104,16 +116,8 @@ pub async fn run(a: CallArgs) -> Result {
     let reply = conn.call(service, method, body.into(), opts).await;
     conn.close().await;
     let reply = reply.map_err(target::call_failure)?;
-    if reply.is_empty() {
-        return Ok(());
-    }
-    let text = match std::str::from_utf8(&reply) {
-        Ok(t) if serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() => {
-            output::json_layout(t, !a.compact)
-        }
-        // Not JSON after all: show it as it is.
-        _ => String::from_utf8_lossy(&reply).into_owned(),
-    };
+    let text = reply_text(&reply)?;
+    let text = output::json_layout(text, !a.compact);
     output::line(&text);
     Ok(())
 }
@@ -131,6 +135,15 @@ mod tests {
         assert_eq!(split_method("a.B").unwrap(), ("a", "B"));
         for bad in ["Echo", ".Echo", "echo.", ""] {
             assert!(split_method(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn replies_must_be_json() {
+        assert_eq!(reply_text(b" {\"a\": 1}").unwrap(), " {\"a\": 1}");
+        assert_eq!(reply_text(b"null").unwrap(), "null");
+        for bad in [&b"{{{"[..], b"", b"\xff\"x\"", b"1 2"] {
+            assert_eq!(reply_text(bad).unwrap_err().code, 1, "{bad:?}");
         }
     }
 

@@ -400,9 +400,10 @@ impl Conn {
     }
 }
 
-/// The failure of a call: the connection's kind of failure, or the peer's answer.
+/// The failure of a call: the connection's kind of failure, or the peer's answer (whatever
+/// its status: a peer that sends `CONNECTION_CLOSED` still answered).
 pub fn call_failure(e: RpcError) -> Failure {
-    if e.status == Status::ConnectionClosed {
+    if e.status == Status::ConnectionClosed && !e.is_from_peer() {
         Failure::connect(e)
     } else {
         Failure::call(e)

@@ -396,3 +396,78 @@ fn tls_with_client_certificates_and_a_wrong_ca() {
     rt().block_on(srv.close());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A peer written against PROTOCOL.md alone, answering every Request of one connection with
+/// what `answer` makes of it (and every Ping with a Pong); other frames are ignored.
+fn raw_peer(answer: impl Fn(&getty_rpc::Frame) -> getty_rpc::Frame + Send + 'static) -> String {
+    use getty_rpc::frame::{self, HEADER_LEN};
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        loop {
+            let mut head = [0u8; HEADER_LEN];
+            if s.read_exact(&mut head).is_err() {
+                return;
+            }
+            let h = frame::peek_header(&head, usize::MAX).unwrap().unwrap();
+            let mut whole = head.to_vec();
+            whole.resize(h.total_len(), 0);
+            if s.read_exact(&mut whole[HEADER_LEN..]).is_err() {
+                return;
+            }
+            let f = frame::decode_frame(whole.into(), usize::MAX).unwrap();
+            let reply = match f.kind {
+                getty_rpc::Kind::Request => answer(&f),
+                getty_rpc::Kind::Ping => getty_rpc::Frame::pong(f.seq),
+                _ => continue,
+            };
+            let mut out = bytes::BytesMut::new();
+            frame::encode(&reply, &mut out).unwrap();
+            if s.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn ok_replies_that_are_not_json_text_in_the_json_codec_exit_1() {
+    use getty_rpc::{CodecId, Frame};
+    for (codec, body, want) in [
+        (CodecId::Json, &b"{{{"[..], "the reply is not valid JSON"),
+        (CodecId::Json, b"", "the reply is not valid JSON"),
+        (
+            CodecId::Protobuf,
+            b"{}",
+            "an OK reply in codec protobuf to a json request",
+        ),
+        (
+            CodecId::None,
+            b"{}",
+            "an OK reply in codec none to a json request",
+        ),
+    ] {
+        let body = body.to_vec();
+        let addr = raw_peer(move |f| Frame::response(f.seq, codec, body.clone()));
+        getty()
+            .args(["call", &addr, "echo.Echo.Echo", r#"{"text":"hi"}"#])
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(contains(want));
+    }
+}
+
+#[test]
+fn a_local_only_status_that_came_on_the_wire_exits_1_not_3() {
+    use getty_rpc::{Frame, Status};
+    let addr = raw_peer(|f| Frame::error(f.seq, Status::ConnectionClosed, "upstream gone"));
+    getty()
+        .args(["call", &addr, "echo.Echo.Echo", r#"{"text":"hi"}"#])
+        .assert()
+        .code(1)
+        .stderr("error: CONNECTION_CLOSED (10): upstream gone\n");
+}

@@ -61,10 +61,14 @@ fn assert_stubs(code: &str) {
         "/// Greets people.",
         "    /// Answers a greeting.",
         "    /// Tells the other side something.",
-        // serde on messages, enums and oneofs.
-        "#[derive(serde::Serialize, serde::Deserialize)]\n#[serde(default)]\n#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]\npub struct HelloRequest",
-        "#[derive(serde::Serialize, serde::Deserialize)]\n#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]\n#[repr(i32)]\npub enum Mood",
-        "#[derive(serde::Serialize, serde::Deserialize)]\n    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]\n    pub enum Extra",
+        // proto3 JSON serde impls on messages and enums, appended to the same file.
+        "impl serde::Serialize for HelloRequest {",
+        "impl<'de> serde::Deserialize<'de> for HelloRequest {",
+        "impl serde::Serialize for HelloReply {",
+        "impl serde::Serialize for Mood {",
+        "impl<'de> serde::Deserialize<'de> for Mood {",
+        // lowerCamelCase out, both spellings in; enums by name.
+        "\"MOOD_HAPPY\"",
     ] {
         assert!(code.contains(needle), "missing {needle:?} in:\n{code}");
     }
@@ -73,10 +77,14 @@ fn assert_stubs(code: &str) {
         "marker left in docs:\n{code}"
     );
     assert!(!code.contains("compile_error"), "{code}");
+    assert!(
+        !code.contains("#[derive(serde::"),
+        "serde derives left:\n{code}"
+    );
 }
 
 #[test]
-fn generates_messages_with_serde_and_service_stubs() {
+fn generates_messages_with_proto3_json_and_service_stubs() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let code = generate(src.path(), out.path()).unwrap();
@@ -215,4 +223,25 @@ fn oneway_marker_is_found_and_removed() {
         trailing: vec![],
     };
     assert!(!take_oneway(&mut c));
+}
+
+#[test]
+fn files_without_a_package_are_refused_by_name() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_proto(
+        src.path(),
+        "nopkg.proto",
+        "syntax = \"proto3\"; message M {}",
+    );
+    let err = Builder::new()
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[src.path().join("nopkg.proto")], &[src.path()])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("nopkg.proto: no `package` declaration"),
+        "{err}"
+    );
 }

@@ -187,8 +187,8 @@ mod tests {
         assert_eq!(h.instance.as_deref(), Some("provider-1"));
         assert_eq!(h.flow_window(), None);
         // Unknown fields and features are ignored; a window without "flow" is not flow control.
-        let h = Hello::parse(br#"{"window":{"calls":1,"bytes":2},"features":["x"],"new":1}"#)
-            .unwrap();
+        let h =
+            Hello::parse(br#"{"window":{"calls":1,"bytes":2},"features":["x"],"new":1}"#).unwrap();
         assert_eq!(h.flow_window(), None);
         assert!(Hello::parse(b"{{{").is_err());
     }

@@ -142,16 +142,6 @@ impl RpcConnection {
             Ok(a) => a,
             Err(Refused::Overloaded) => return, // answered (or credited) by the machine
             Err(Refused::Closed) => return,
-            Err(Refused::DuplicateSeq) => {
-                // Replies could no longer be matched to calls: a violation (section 7).
-                tracing::warn!(
-                    peer = s.id(),
-                    seq,
-                    "the peer reused a seq still in progress; closing"
-                );
-                s.abort_with_reason(format!("seq {seq} reused while still in progress"));
-                return;
-            }
         };
         let deadline =
             (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
@@ -249,6 +239,14 @@ pub(crate) fn reply(state: &Arc<ConnState>, s: &Session<Frame>, f: Frame) {
 fn reply_frame(seq: u64, codec: CodecId, res: Result<Bytes, RpcError>) -> Frame {
     match res {
         Ok(body) => Frame::response(seq, codec, body),
+        // Local-only codes are never sent (PROTOCOL.md section 13): a handler that passes on a
+        // nested call's TIMEOUT ran out of time; a lost connection of its own is ours.
+        Err(e) if e.status == Status::Timeout => {
+            Frame::error(seq, Status::DeadlineExceeded, e.message)
+        }
+        Err(e) if e.status == Status::ConnectionClosed => {
+            Frame::error(seq, Status::Internal, e.message)
+        }
         Err(e) => Frame::error(seq, e.status, e.message),
     }
 }

@@ -10,6 +10,10 @@ use crate::status::Status;
 pub struct RpcError {
     pub status: Status,
     pub message: String,
+    /// The status came in a Response from the other peer rather than being decided here: a
+    /// peer may send any code, even a local-only one such as `CONNECTION_CLOSED`, and that
+    /// must not be mistaken for this connection closing (PROTOCOL.md section 8).
+    from_peer: bool,
 }
 
 impl fmt::Display for RpcError {
@@ -29,7 +33,20 @@ impl RpcError {
         RpcError {
             status,
             message: message.into(),
+            from_peer: false,
         }
+    }
+    /// The error a Response with a non-zero status carried.
+    pub fn from_peer(status: Status, message: impl Into<String>) -> Self {
+        RpcError {
+            from_peer: true,
+            ..Self::new(status, message)
+        }
+    }
+    /// Whether the other peer sent this status (see [`RpcError::from_peer`]); false for what
+    /// this side decided (timeout, closed connection, a reply that did not decode).
+    pub fn is_from_peer(&self) -> bool {
+        self.from_peer
     }
     /// The handler's own failure: what a service returns for "your request was fine, but no".
     pub fn handler(message: impl Into<String>) -> Self {

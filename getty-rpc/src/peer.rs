@@ -417,6 +417,7 @@ impl Peer {
         // From here on, dropping the call removes the waiter and cancels.
         Ok(PendingCall {
             seq,
+            codec,
             rx,
             sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
             timeout,
@@ -552,6 +553,8 @@ impl Peer {
         let start = Instant::now();
         let call = PendingCall {
             seq,
+            // A Pong carries no codec.
+            codec: CodecId::None,
             rx,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             timeout,
@@ -569,6 +572,8 @@ impl Peer {
 /// callee is told (a Cancel frame) and a reply that still comes is dropped and counted.
 pub struct PendingCall {
     seq: u64,
+    /// The request's codec: an OK reply must come in it (PROTOCOL.md section 6).
+    codec: CodecId,
     rx: oneshot::Receiver<Result<Frame, RpcError>>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
@@ -599,8 +604,16 @@ impl Future for PendingCall {
         if let Poll::Ready(r) = Pin::new(&mut self.rx).poll(cx) {
             self.peer = None;
             return Poll::Ready(match r {
-                Ok(Ok(f)) if f.status == Status::Ok => Ok(f.body),
-                Ok(Ok(f)) => Err(RpcError::new(
+                Ok(Ok(f)) if f.status == Status::Ok && f.codec == self.codec => Ok(f.body),
+                // Not a framing violation: the call fails here, the connection stays up.
+                Ok(Ok(f)) if f.status == Status::Ok => Err(RpcError::new(
+                    Status::BadRequest,
+                    format!(
+                        "reply did not decode: an OK reply in codec {} to a {} request",
+                        f.codec, self.codec
+                    ),
+                )),
+                Ok(Ok(f)) => Err(RpcError::from_peer(
                     f.status,
                     String::from_utf8_lossy(&f.body).into_owned(),
                 )),

@@ -1,7 +1,7 @@
 //! getty-proto: the `.proto` services of getty-rs, generated at build time by getty-rpc-build.
 //!
-//! One module per proto package. Every message is a prost message that also derives serde, so
-//! each service serves Protobuf and JSON peers alike. Per service there is a server trait
+//! One module per proto package. Every message is a prost message with serde impls in the
+//! proto3 canonical JSON mapping, so each service serves Protobuf and JSON peers alike. Per service there is a server trait
 //! (`greeter::Greeter`), its registration (`greeter::GreeterServer::register`) and a client
 //! stub (`greeter::GreeterClient`); see getty-rpc-build for the conventions (wire names are
 //! `package.Service` and the rpc name as written; `@oneway` in an rpc's comment makes it
@@ -14,7 +14,7 @@ pub mod greeter {
     include!(concat!(env!("OUT_DIR"), "/greeter.rs"));
 }
 
-/// `echo.Echo`: `Echo`, the benchmark's call.
+/// `echo.Echo`: `Echo`, the call of the rpc_echo example and the conformance kit.
 pub mod echo {
     include!(concat!(env!("OUT_DIR"), "/echo.rs"));
 }
@@ -41,22 +41,44 @@ mod tests {
     }
 
     #[test]
-    fn messages_speak_protobuf_and_json() {
+    fn messages_speak_protobuf_and_proto3_json() {
         use prost::Message;
         let req = echo::EchoRequest {
             payload: vec![1, 2, 3],
             text: "hi".into(),
         };
         let pb = req.encode_to_vec();
+        assert_eq!(pb, [0x0a, 3, 1, 2, 3, 0x12, 2, b'h', b'i']);
         assert_eq!(echo::EchoRequest::decode(&pb[..]).unwrap(), req);
+        // bytes as base64, fields in declaration order, defaults left out.
         let json = serde_json::to_string(&req).unwrap();
-        assert_eq!(json, r#"{"payload":[1,2,3],"text":"hi"}"#);
+        assert_eq!(json, r#"{"payload":"AQID","text":"hi"}"#);
         assert_eq!(
             serde_json::from_str::<echo::EchoRequest>(&json).unwrap(),
             req
         );
-        // Missing fields take their defaults, as in Protobuf.
-        let r: calc::AddRequest = serde_json::from_str(r#"{"a":5}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&echo::EchoRequest::default()).unwrap(),
+            "{}"
+        );
+        // lowerCamelCase names and int64 as strings out; both spellings and numbers in.
+        let reply = greeter::HelloReply {
+            message: "m".into(),
+            served_by: "a".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"message":"m","servedBy":"a"}"#
+        );
+        let old: greeter::HelloReply =
+            serde_json::from_str(r#"{"message":"m","served_by":"a"}"#).unwrap();
+        assert_eq!(old, reply);
+        let sum = calc::AddReply { sum: -5 };
+        assert_eq!(serde_json::to_string(&sum).unwrap(), r#"{"sum":"-5"}"#);
+        let r: calc::AddRequest = serde_json::from_str(r#"{"a":5,"b":"7"}"#).unwrap();
+        assert_eq!(r, calc::AddRequest { a: 5, b: 7 });
+        // Missing fields take their defaults; unknown ones are ignored, as in Protobuf.
+        let r: calc::AddRequest = serde_json::from_str(r#"{"a":"5","later":true}"#).unwrap();
         assert_eq!(r, calc::AddRequest { a: 5, b: 0 });
     }
 }

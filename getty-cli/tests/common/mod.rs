@@ -21,20 +21,8 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// The message types of the `rpc_echo` example: one prost message type serves both codecs.
-#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
-pub struct EchoRequest {
-    #[prost(string, tag = "1")]
-    pub text: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
-pub struct EchoReply {
-    #[prost(string, tag = "1")]
-    pub text: String,
-    #[prost(string, tag = "2")]
-    pub codec: String,
-}
+/// The messages of the `rpc_echo` example, generated from `proto/echo.proto`.
+pub use getty_proto::echo::{EchoReply, EchoRequest};
 
 #[derive(Serialize, Deserialize)]
 pub struct Add {
@@ -52,6 +40,7 @@ pub fn router() -> Router {
         "Echo",
         |ctx: Context, req: EchoRequest| async move {
             Ok(EchoReply {
+                payload: req.payload,
                 text: req.text,
                 codec: ctx.codec().to_string(),
             })

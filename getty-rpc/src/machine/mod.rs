@@ -104,8 +104,6 @@ pub(crate) enum Refused {
     Overloaded,
     /// The connection is closed.
     Closed,
-    /// The seq is already in progress: a framing violation (the caller must close).
-    DuplicateSeq,
 }
 
 /// The outcome of a local call that wants to go out.
@@ -171,6 +169,9 @@ pub(crate) struct Machine<T: Io> {
     sweep_at: usize,
     // ---- the peer's calls ----
     running: FastMap<u64, Running<T::Handle>>,
+    /// Tracked handlers whose seq a later call of the peer reused while they ran (a peer bug,
+    /// but each call is still served and answered: `PROTOCOL.md` section 7).
+    shadowed: Vec<(u64, Running<T::Handle>)>,
     /// Our window, as the peer uses it.
     inw: Window,
     one_ways_in: u32,
@@ -205,6 +206,7 @@ impl<T: Io> Machine<T> {
             waiting: VecDeque::new(),
             sweep_at: 64,
             running: FastMap::default(),
+            shadowed: Vec::new(),
             inw: Window::new(Some(cfg.window)),
             one_ways_in: 0,
             next_handler: 0,
@@ -432,9 +434,6 @@ impl<T: Io> Machine<T> {
         if self.closed {
             return Err(Refused::Closed);
         }
-        if self.running.contains_key(&seq) {
-            return Err(Refused::DuplicateSeq);
-        }
         if !self.inw.fits(bytes) {
             self.counters.refused += 1;
             if two_way {
@@ -481,27 +480,58 @@ impl<T: Io> Machine<T> {
             return;
         }
         a.tracked = true;
-        self.running.insert(
-            a.seq,
-            Running {
-                id: a.id,
-                two_way: a.two_way,
-                bytes: a.bytes,
-                handle,
-            },
-        );
+        let r = Running {
+            id: a.id,
+            two_way: a.two_way,
+            bytes: a.bytes,
+            handle,
+        };
+        if let Some(older) = self.running.insert(a.seq, r) {
+            self.shadowed.push((a.seq, older));
+        }
+    }
+
+    /// The tracked handler `(seq, id)`, wherever it is.
+    fn tracked_mut(&mut self, seq: u64, id: u64) -> Option<&mut Running<T::Handle>> {
+        match self.running.get_mut(&seq) {
+            Some(r) if r.id == id => Some(r),
+            _ => self
+                .shadowed
+                .iter_mut()
+                .find(|(s, r)| *s == seq && r.id == id)
+                .map(|(_, r)| r),
+        }
+    }
+
+    /// Removes the tracked handler `(seq, id)`; false if a Cancel or the close took it.
+    fn untrack(&mut self, seq: u64, id: u64) -> bool {
+        if self.running.get(&seq).is_some_and(|r| r.id == id) {
+            self.running.remove(&seq);
+            return true;
+        }
+        match self
+            .shadowed
+            .iter()
+            .position(|(s, r)| *s == seq && r.id == id)
+        {
+            Some(i) => {
+                self.shadowed.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Attaches the handle of a tracked handler. Returns it back when the handler must stop
     /// now: it was cancelled, or the connection closed, before the handle arrived (if the
     /// handler already finished, stopping it is harmless).
     pub(crate) fn attach(&mut self, seq: u64, id: u64, handle: T::Handle) -> Option<T::Handle> {
-        match self.running.get_mut(&seq) {
-            Some(r) if r.id == id => {
+        match self.tracked_mut(seq, id) {
+            Some(r) => {
                 r.handle = Some(handle);
                 None
             }
-            _ => Some(handle),
+            None => Some(handle),
         }
     }
 
@@ -511,13 +541,8 @@ impl<T: Io> Machine<T> {
         if self.closed {
             return false;
         }
-        if a.tracked {
-            match self.running.get(&a.seq) {
-                Some(r) if r.id == a.id => {
-                    self.running.remove(&a.seq);
-                }
-                _ => return false, // cancelled: released and answered then
-            }
+        if a.tracked && !self.untrack(a.seq, a.id) {
+            return false; // cancelled: released and answered then
         }
         self.release_in(a.two_way, a.bytes);
         a.two_way
@@ -551,11 +576,17 @@ impl<T: Io> Machine<T> {
 
     /// A Cancel for `seq`: stop its handler (returned) and answer `CANCELLED` now (queued).
     pub(crate) fn on_cancel(&mut self, seq: u64) -> Option<T::Handle> {
-        match self.running.get(&seq) {
-            Some(r) if r.two_way => {}
-            _ => return None, // finished, never seen, or a OneWay: ignored
-        }
-        let r = self.running.remove(&seq)?;
+        // With a reused seq, the newest call of that seq is the one stopped.
+        let r = match self.running.get(&seq) {
+            Some(r) if r.two_way => self.running.remove(&seq)?,
+            _ => {
+                let i = self
+                    .shadowed
+                    .iter()
+                    .position(|(s, r)| *s == seq && r.two_way)?;
+                self.shadowed.swap_remove(i).1
+            }
+        };
         self.release_in(true, r.bytes);
         self.owe(Frame::error(
             seq,
@@ -636,7 +667,13 @@ impl<T: Io> Machine<T> {
         self.closed = true;
         let waiters = self.pending.drain().filter_map(|(_, p)| p.waiter).collect();
         let grants = self.waiting.drain(..).map(|w| w.grant).collect();
-        let handles = self.running.drain().filter_map(|(_, r)| r.handle).collect();
+        let handles = self
+            .running
+            .drain()
+            .map(|(_, r)| r)
+            .chain(self.shadowed.drain(..).map(|(_, r)| r))
+            .filter_map(|r| r.handle)
+            .collect();
         self.transmit.clear();
         self.deferred.clear();
         self.out = Window::new(self.out.limit);
