@@ -156,7 +156,9 @@ impl RpcConnection {
             deadline,
             metadata: f.metadata,
         };
-        let mut fut = handler.call(ctx, f.body);
+        // Middleware hook: the handler itself when no inbound layer is installed.
+        let mut fut =
+            crate::middleware::serve(&self.state.opts.layers, handler, ctx, f.body, two_way);
         // Most handlers answer without waiting: poll once right here, and only a handler that
         // is still pending becomes a task (which polls it again with a real waker).
         if self.state.opts.inline_first_poll {

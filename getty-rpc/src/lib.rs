@@ -26,6 +26,8 @@
 //!   instances, balances calls, fails over calls that were never sent, drains removed instances.
 //!   Providers publish with [`RpcServer::publish`] and leave with [`RpcServer::shutdown`].
 //! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
+//! - [`middleware`]: [`Middleware`], layers on the calls an endpoint serves and makes (both
+//!   paths of both peers), and a tower adapter (feature `tower`).
 //! - [`options`]: [`RpcOptions`] (timeouts, in-flight limit, heartbeats, frame limit).
 
 pub mod body;
@@ -37,6 +39,7 @@ pub mod context;
 pub mod error;
 pub mod frame;
 mod machine;
+pub mod middleware;
 pub mod options;
 pub mod peer;
 pub mod router;
@@ -52,6 +55,7 @@ pub use error::RpcError;
 pub use frame::{CodecId, Frame, FrameCodec, FrameError, Kind};
 /// `#[getty_rpc::service]`: a typed service (server trait + client stub) from a Rust trait.
 pub use getty_rpc_macros::service;
+pub use middleware::{Call, CallKind, Direction, Layers, Middleware, Next};
 pub use options::RpcOptions;
 pub use peer::{CallOptions, Peer, PeerStats, PendingCall};
 pub use router::{Handler, MethodInfo, Router};

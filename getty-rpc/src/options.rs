@@ -5,6 +5,7 @@ use std::time::Duration;
 use getty_core::SessionOptions;
 
 use crate::frame::DEFAULT_MAX_FRAME;
+use crate::middleware::{Layers, Middleware};
 
 /// RPC behaviour of each connection of a server or client.
 #[derive(Clone, Debug)]
@@ -35,6 +36,9 @@ pub struct RpcOptions {
     pub inline_first_poll: bool,
     /// Answer `getty.Reflection/Describe` (what `getty describe` shows). Default on.
     pub reflection: bool,
+    /// Middleware on the calls this endpoint serves and makes (see [`crate::middleware`]).
+    /// None by default: calls then take the path without layers.
+    pub layers: Layers,
     /// Everything else about the sessions; `cron_period` and `max_msg_len` are set from the
     /// fields above.
     pub session: SessionOptions,
@@ -52,12 +56,29 @@ impl Default for RpcOptions {
             identity: None,
             reflection: true,
             inline_first_poll: true,
+            layers: Layers::default(),
             session: SessionOptions::default(),
         }
     }
 }
 
 impl RpcOptions {
+    /// Adds a layer to both paths: the calls served and the calls made (one instance shared).
+    pub fn layer(mut self, layer: impl Middleware) -> Self {
+        self.layers.both(layer);
+        self
+    }
+    /// Adds a layer to the calls this endpoint serves.
+    pub fn inbound_layer(mut self, layer: impl Middleware) -> Self {
+        self.layers.inbound(layer);
+        self
+    }
+    /// Adds a layer to the calls this endpoint makes.
+    pub fn outbound_layer(mut self, layer: impl Middleware) -> Self {
+        self.layers.outbound(layer);
+        self
+    }
+
     pub(crate) fn session_options(&self) -> SessionOptions {
         SessionOptions {
             cron_period: self.heartbeat_period,

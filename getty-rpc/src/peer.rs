@@ -409,9 +409,47 @@ impl Peer {
         opts: CallOptions,
     ) -> Result<PendingCall, RpcError> {
         let (deadline, timeout) = self.call_deadline(opts.timeout);
+        // Middleware hook: with outbound layers the call runs through them (see middleware.rs).
+        if let Some(chain) = self.state.opts.layers.outbound_chain() {
+            return crate::middleware::start_outbound(
+                chain,
+                self,
+                service,
+                method,
+                codec,
+                body,
+                opts.metadata,
+                deadline,
+            )
+            .await;
+        }
+        self.start_call_at(
+            service,
+            method,
+            codec,
+            body,
+            opts.metadata,
+            deadline,
+            timeout,
+        )
+        .await
+    }
+
+    /// [`Peer::start_call_raw`] past the layers, with the deadline already fixed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_call_at(
+        &self,
+        service: &str,
+        method: &str,
+        codec: CodecId,
+        body: Bytes,
+        metadata: Vec<(String, String)>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<PendingCall, RpcError> {
         let (tx, rx) = oneshot::channel();
         let mut frame = Frame::request(0, codec, service, method, body);
-        frame.metadata = opts.metadata;
+        frame.metadata = metadata;
         tracing::trace!(service, method, peer = self.id(), "rpc call");
         let seq = self.send_call(frame, Some(tx), deadline, timeout).await?;
         // From here on, dropping the call removes the waiter and cancels.
@@ -422,6 +460,7 @@ impl Peer {
             sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
             timeout,
             peer: Some(self.clone()),
+            layered: None,
         })
     }
 
@@ -515,10 +554,53 @@ impl Peer {
     ) -> Result<(), RpcError> {
         let has_deadline = opts.timeout.is_some() || self.deadline.is_some();
         let (deadline, timeout) = self.call_deadline(opts.timeout);
+        // Middleware hook: with outbound layers the call runs through them (see middleware.rs).
+        if let Some(chain) = self.state.opts.layers.outbound_chain() {
+            let d = has_deadline.then_some(deadline);
+            let kind = crate::middleware::CallKind::OneWay;
+            let call = crate::middleware::outbound(
+                chain,
+                self,
+                kind,
+                service,
+                method,
+                codec,
+                body,
+                opts.metadata,
+                d,
+            );
+            return call.await.map(|_| ());
+        }
+        self.notify_at(
+            service,
+            method,
+            codec,
+            body,
+            opts.metadata,
+            has_deadline,
+            deadline,
+            timeout,
+        )
+        .await
+    }
+
+    /// [`Peer::notify_raw`] past the layers, with the deadline already fixed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn notify_at(
+        &self,
+        service: &str,
+        method: &str,
+        codec: CodecId,
+        body: Bytes,
+        metadata: Vec<(String, String)>,
+        has_deadline: bool,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), RpcError> {
         let mut frame = Frame::one_way(0, codec, service, method, body);
         // A budget travels only if the caller set one (or serves a call that has one).
         frame.timeout_ms = u32::from(has_deadline);
-        frame.metadata = opts.metadata;
+        frame.metadata = metadata;
         self.send_call(frame, None, deadline, timeout)
             .await
             .map(|_| ())
@@ -559,6 +641,7 @@ impl Peer {
             sleep: Box::pin(tokio::time::sleep(timeout)),
             timeout,
             peer: Some(self.clone()),
+            layered: None,
         };
         if let Err(e) = self.session.send_pkg(&Frame::ping(seq)).await {
             return Err(e.into());
@@ -579,11 +662,30 @@ pub struct PendingCall {
     timeout: Duration,
     /// `Some` while the call is pending.
     peer: Option<Peer>,
+    /// With outbound layers: the chain, which sends the call and waits for its reply itself.
+    layered: Option<futures_util::future::BoxFuture<'static, Result<Bytes, RpcError>>>,
 }
 
 impl PendingCall {
+    /// The call's seq; 0 for a call running through outbound layers (the layers send it).
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// A call that outbound layers run: `fut` sends it and waits for the reply.
+    pub(crate) fn layered(
+        fut: futures_util::future::BoxFuture<'static, Result<Bytes, RpcError>>,
+    ) -> PendingCall {
+        let (_, rx) = oneshot::channel();
+        PendingCall {
+            seq: 0,
+            codec: CodecId::None,
+            rx,
+            sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+            timeout: Duration::MAX,
+            peer: None,
+            layered: Some(fut),
+        }
     }
 
     /// Gives up on the call: forget the waiter and tell the callee (a Cancel, queued by the
@@ -601,6 +703,9 @@ impl Future for PendingCall {
     type Output = Result<Bytes, RpcError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
+        if let Some(f) = &mut self.layered {
+            return f.as_mut().poll(cx);
+        }
         if let Poll::Ready(r) = Pin::new(&mut self.rx).poll(cx) {
             self.peer = None;
             return Poll::Ready(match r {
