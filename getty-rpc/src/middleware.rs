@@ -19,6 +19,10 @@
 //! unchanged through [`tower`](crate::middleware::tower) (feature `tower`), which runs a tower
 //! `Layer` as a `Middleware`.
 //!
+//! Ready layers: [`BearerAuth`] (a token added outbound, checked inbound, `UNAUTHENTICATED`
+//! without it), [`PeerRateLimit`] (a token bucket per connection) and
+//! [`MethodConcurrencyLimit`] (calls of one method at once).
+//!
 //! Not layered: the built-in `getty.` services (Hello, reflection) and heartbeats, which are
 //! the protocol's own and must work before any layer would let a call through.
 
@@ -36,8 +40,15 @@ use crate::frame::CodecId;
 use crate::peer::{Peer, PendingCall};
 use crate::router::Handler;
 
+pub mod auth;
+pub mod concurrency;
+pub mod rate_limit;
 #[cfg(feature = "tower")]
 pub mod tower;
+
+pub use auth::BearerAuth;
+pub use concurrency::MethodConcurrencyLimit;
+pub use rate_limit::PeerRateLimit;
 
 /// Which path a call is on, seen from the endpoint running the layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,6 +161,13 @@ where
 {
     fn call(&self, call: Call, next: Next) -> BoxFuture<'static, Result<Bytes, RpcError>> {
         Box::pin(self(call, next))
+    }
+}
+
+/// A shared layer: keep an `Arc` to look at its state (a limiter's peers) while it runs.
+impl<M: Middleware + ?Sized> Middleware for Arc<M> {
+    fn call(&self, call: Call, next: Next) -> BoxFuture<'static, Result<Bytes, RpcError>> {
+        (**self).call(call, next)
     }
 }
 

@@ -38,6 +38,9 @@ pub enum Status {
     ConnectionClosed,
     /// 11: local only, never sent: the caller's own timeout fired before a reply arrived.
     Timeout,
+    /// 12: the callee refused the call because it did not carry valid credentials (an
+    /// authentication layer); the handler did not run.
+    Unauthenticated,
     /// A code this version does not name, kept as received.
     Other(u16),
 }
@@ -58,6 +61,7 @@ impl Status {
             9 => Status::Internal,
             10 => Status::ConnectionClosed,
             11 => Status::Timeout,
+            12 => Status::Unauthenticated,
             n => Status::Other(n),
         }
     }
@@ -77,6 +81,7 @@ impl Status {
             Status::Internal => 9,
             Status::ConnectionClosed => 10,
             Status::Timeout => 11,
+            Status::Unauthenticated => 12,
             Status::Other(n) => n,
         }
     }
@@ -97,6 +102,7 @@ impl Status {
             Status::Internal => "INTERNAL",
             Status::ConnectionClosed => "CONNECTION_CLOSED",
             Status::Timeout => "TIMEOUT",
+            Status::Unauthenticated => "UNAUTHENTICATED",
             Status::Other(_) => "OTHER",
         }
     }
@@ -145,7 +151,7 @@ mod tests {
             let s = Status::from_code(code);
             assert_eq!(s.code(), code);
             assert_eq!(Status::from(u16::from(s)), s);
-            assert_eq!(matches!(s, Status::Other(_)), code > 11, "code {code}");
+            assert_eq!(matches!(s, Status::Other(_)), code > 12, "code {code}");
         }
     }
 
