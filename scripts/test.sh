@@ -11,3 +11,5 @@ fi
 
 # Every backend (the registry tests need etcd and ZooKeeper), not the criterion benches.
 cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,getty-cli/zookeeper
+# getty-rpc's OpenTelemetry trace context (the default build propagates its own context).
+cargo test -p getty --features tracing-opentelemetry --test trace_otel

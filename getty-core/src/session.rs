@@ -317,6 +317,10 @@ impl<P: Send + 'static> Session<P> {
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
     }
+    /// Writes queued and not yet taken by the writer task (the write queue's depth).
+    pub fn queued_writes(&self) -> usize {
+        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+    }
     /// getty's `Stat()` line: who, then the counters.
     pub fn stat(&self) -> String {
         self.to_string()

@@ -21,7 +21,9 @@
 //!
 //! Ready layers: [`BearerAuth`] (a token added outbound, checked inbound, `UNAUTHENTICATED`
 //! without it), [`PeerRateLimit`] (a token bucket per connection) and
-//! [`MethodConcurrencyLimit`] (calls of one method at once).
+//! [`MethodConcurrencyLimit`] (calls of one method at once). Observability: [`TracePropagation`]
+//! (W3C trace context in metadata; OpenTelemetry with feature `tracing-opentelemetry`) and
+//! `metrics::Metrics` (feature `metrics`: call counts, latency, in flight, connection traffic).
 //!
 //! Not layered: the built-in `getty.` services (Hello, reflection) and heartbeats, which are
 //! the protocol's own and must work before any layer would let a call through.
@@ -42,13 +44,17 @@ use crate::router::Handler;
 
 pub mod auth;
 pub mod concurrency;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod rate_limit;
 #[cfg(feature = "tower")]
 pub mod tower;
+pub mod trace;
 
 pub use auth::BearerAuth;
 pub use concurrency::MethodConcurrencyLimit;
 pub use rate_limit::PeerRateLimit;
+pub use trace::{TraceContext, TracePropagation};
 
 /// Which path a call is on, seen from the endpoint running the layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

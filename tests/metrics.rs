@@ -1,0 +1,199 @@
+//! Metrics over real loopback TCP: a known workload through the `Metrics` layer on both ends,
+//! scraped over HTTP from a Prometheus endpoint (`metrics-exporter-prometheus`), shows the
+//! exact counts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use getty::core::{ClientBuilder, ServerBuilder};
+use getty::rpc::middleware::metrics::Metrics;
+use getty::rpc::{CallOptions, Context, Json, Router, RpcClient, RpcError, RpcOptions, RpcServer};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One sample line: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match head.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (head, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k.to_string(), v.trim_matches('"').to_string()))
+                })
+                .collect();
+            Some((name.to_string(), labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the one sample of `name` whose labels include `want`.
+fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    let hits: Vec<_> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect();
+    assert_eq!(hits.len(), 1, "{name} {want:?}: {hits:?}");
+    hits[0].2
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_endpoint_shows_the_exact_counts_of_a_known_workload() {
+    let addr: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .unwrap();
+
+    let notes = Arc::new(AtomicUsize::new(0));
+    let mut r = Router::new();
+    r.add_json("t.S", "Echo", |_: Context, s: String| async move {
+        Ok::<_, RpcError>(s)
+    });
+    r.add_json("t.S", "Fail", |_: Context, _: ()| async move {
+        Err::<(), _>(RpcError::handler("no"))
+    });
+    let n = notes.clone();
+    r.add_one_way::<Json, (), _, _>("t.S", "Note", move |_: Context, _: ()| {
+        n.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    let server = RpcServer::start(r, RpcOptions::default().inbound_layer(Metrics), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
+    .await
+    .unwrap();
+    let saddr = server.local_addr().to_string();
+    let client = RpcClient::start(
+        Router::new(),
+        RpcOptions::default().outbound_layer(Metrics),
+        |cb| ClientBuilder::new(saddr).connect_tcp(cb),
+    )
+    .unwrap();
+    client.ready().await.unwrap();
+    let peer = client.peer().unwrap();
+
+    // The workload: 5 OK calls, 2 failing ones, 1 one-way.
+    for i in 0..5 {
+        let v: String = peer
+            .call_json("t.S", "Echo", &format!("m{i}"))
+            .await
+            .unwrap();
+        assert_eq!(v, format!("m{i}"));
+    }
+    for _ in 0..2 {
+        peer.call_json::<(), ()>("t.S", "Fail", &())
+            .await
+            .unwrap_err();
+    }
+    peer.notify::<Json, ()>("t.S", "Note", &(), CallOptions::new())
+        .await
+        .unwrap();
+    // The server's layer counts the one-way as finished right after its handler ran.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while notes.load(Ordering::SeqCst) == 0
+            || !scrape(addr)
+                .await
+                .contains("method=\"Note\",direction=\"inbound\",status=\"OK\"")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the one-way call was counted");
+    // Connection gauges are published on demand (an application calls this from a timer).
+    for p in server.peers().iter().chain(client.peers().iter()) {
+        getty::rpc::middleware::metrics::record_connection(p);
+    }
+    let m = parse(&scrape(addr).await);
+    for dir in ["inbound", "outbound"] {
+        let l = |method| [("service", "t.S"), ("method", method), ("direction", dir)];
+        assert_eq!(
+            value(&m, "getty_rpc_calls_started_total", &l("Echo")),
+            5.0,
+            "{dir}"
+        );
+        assert_eq!(value(&m, "getty_rpc_calls_started_total", &l("Fail")), 2.0);
+        assert_eq!(value(&m, "getty_rpc_calls_started_total", &l("Note")), 1.0);
+        let f = |method, status| {
+            [
+                ("service", "t.S"),
+                ("method", method),
+                ("direction", dir),
+                ("status", status),
+            ]
+        };
+        assert_eq!(
+            value(&m, "getty_rpc_calls_finished_total", &f("Echo", "OK")),
+            5.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "getty_rpc_calls_finished_total",
+                &f("Fail", "HANDLER_ERROR")
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(&m, "getty_rpc_calls_finished_total", &f("Note", "OK")),
+            1.0
+        );
+        assert_eq!(
+            value(&m, "getty_rpc_call_duration_seconds_count", &l("Echo")),
+            5.0
+        );
+        assert_eq!(value(&m, "getty_rpc_calls_in_flight", &l("Echo")), 0.0);
+    }
+    // The server's connection: it read the client's Hello and the 8 calls.
+    let sid = server.peers()[0].id().to_string();
+    let conn = [("peer", sid.as_str())];
+    assert_eq!(
+        value(&m, "getty_rpc_connection_frames_in_total", &conn),
+        9.0
+    );
+    assert!(value(&m, "getty_rpc_connection_bytes_in_total", &conn) > 9.0 * 28.0);
+    assert_eq!(value(&m, "getty_rpc_connection_serving", &conn), 0.0);
+    // The client's: it wrote its Hello and the 8 calls.
+    let cid = peer.id().to_string();
+    let conn = [("peer", cid.as_str())];
+    assert_eq!(
+        value(&m, "getty_rpc_connection_frames_out_total", &conn),
+        9.0
+    );
+    assert_eq!(value(&m, "getty_rpc_connection_pending_calls", &conn), 0.0);
+
+    client.close().await;
+    server.close().await;
+}
