@@ -129,18 +129,20 @@ pub enum Transport {
     Tls,
     Ws,
     Wss,
+    /// A Unix domain socket; `addr` is its path.
+    Unix,
 }
 
 /// A parsed TARGET.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// `addr` is `host:port` (TCP, TLS) or the whole URL (WebSocket).
+    /// `addr` is `host:port` (TCP, TLS), the whole URL (WebSocket) or a path (Unix).
     Direct { transport: Transport, addr: String },
     /// A registry URL for `getty_registry::connect`.
     Registry(String),
 }
 
-pub const TARGET_HELP: &str = "host:port, tls://host:port, ws://host:port/path, wss://host:port/path, or a registry URL (etcd://…, zookeeper://…, static://…, memory://)";
+pub const TARGET_HELP: &str = "host:port, tls://host:port, ws://host:port/path, wss://host:port/path, unix:///path, or a registry URL (etcd://…, zookeeper://…, static://…, memory://)";
 
 fn host_port(addr: &str, target: &str) -> Result<String> {
     let addr = addr.trim_end_matches('/');
@@ -187,6 +189,20 @@ impl Target {
                     transport: Transport::Wss,
                     addr: s.to_string(),
                 },
+                "unix" if tls => {
+                    return Err(Failure::usage(
+                        "--tls goes with host:port, not a Unix socket",
+                    ));
+                }
+                "unix" if rest.starts_with('/') && rest.len() > 1 => Target::Direct {
+                    transport: Transport::Unix,
+                    addr: rest.to_string(),
+                },
+                "unix" => {
+                    return Err(Failure::usage(format!(
+                        "bad target {s:?}: a Unix socket is unix:///absolute/path"
+                    )));
+                }
                 "etcd" | "zookeeper" | "zk" | "memory" | "static" => {
                     Target::Registry(s.to_string())
                 }
@@ -418,6 +434,7 @@ async fn direct(transport: Transport, addr: String, a: &ConnArgs) -> Result<RpcC
     let started = match transport {
         Transport::Tcp => RpcClient::start(Router::new(), opts, |cb| builder.connect_tcp(cb)),
         Transport::Ws => RpcClient::start(Router::new(), opts, |cb| builder.connect_ws(cb)),
+        Transport::Unix => RpcClient::start(Router::new(), opts, |cb| builder.connect_unix(cb)),
         Transport::Tls | Transport::Wss => {
             let tls = tls_config(a, true)?.ok_or_else(|| Failure::connect("TLS: no CA"))?;
             RpcClient::start(Router::new(), opts, |cb| {
@@ -509,7 +526,20 @@ mod tests {
             Target::parse("etcd://h:2379/root", false).unwrap(),
             Target::Registry("etcd://h:2379/root".into())
         );
-        for bad in ["h", "h:port", ":80", "ftp://h:1", "tls://h"] {
+        assert_eq!(
+            Target::parse("unix:///run/getty.sock", false).unwrap(),
+            d(Transport::Unix, "/run/getty.sock")
+        );
+        assert!(Target::parse("unix:///run/getty.sock", true).is_err());
+        for bad in [
+            "h",
+            "h:port",
+            ":80",
+            "ftp://h:1",
+            "tls://h",
+            "unix://",
+            "unix://rel.sock",
+        ] {
             assert_eq!(Target::parse(bad, false).unwrap_err().code, 2, "{bad}");
         }
         assert!(Target::parse("ws://h:1/", true).is_err());

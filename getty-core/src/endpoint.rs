@@ -15,6 +15,12 @@ pub enum EndpointType {
     WssServer,
     TlsClient,
     TlsServer,
+    /// Unix domain sockets.
+    UnixClient,
+    UnixServer,
+    /// Connections the application made (`connect_with`, `serve_incoming`).
+    StreamClient,
+    StreamServer,
 }
 
 impl EndpointType {
@@ -30,6 +36,10 @@ impl EndpointType {
             EndpointType::WssServer => "WSS_SERVER",
             EndpointType::TlsClient => "TLS_CLIENT",
             EndpointType::TlsServer => "TLS_SERVER",
+            EndpointType::UnixClient => "UNIX_CLIENT",
+            EndpointType::UnixServer => "UNIX_SERVER",
+            EndpointType::StreamClient => "STREAM_CLIENT",
+            EndpointType::StreamServer => "STREAM_SERVER",
         }
     }
 
@@ -42,6 +52,8 @@ impl EndpointType {
                 | EndpointType::WsServer
                 | EndpointType::WssServer
                 | EndpointType::TlsServer
+                | EndpointType::UnixServer
+                | EndpointType::StreamServer
         )
     }
 }

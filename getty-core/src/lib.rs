@@ -13,7 +13,10 @@
 //!   `serve_tcp`/`connect_tcp` here, and in their own modules:
 //!   - [`tls`]: TCP+TLS (`serve_tls`/`connect_tls`) and the TLS configs, from PEM or rustls;
 //!   - [`ws`]: WebSocket, plain and over TLS (`serve_ws`/`serve_wss`, `connect_ws`/`connect_wss`);
-//!   - [`udp`]: [`UdpEndpoint`] (one socket, one session, every peer) and [`UdpClient`].
+//!   - [`udp`]: [`UdpEndpoint`] (one socket, one session, every peer) and [`UdpClient`];
+//!   - `unix`: Unix domain sockets (`serve_unix`/`connect_unix`);
+//!   - [`incoming`]: any `AsyncRead + AsyncWrite` connection (`serve_incoming` over a stream of
+//!     accepted connections, `connect_with` over a dial function; `tokio::io::duplex` too).
 //! - [`pool`]: the optional [`TaskPool`] for handlers.
 //! - `driver` (internal): the session task and the writer task, shared by every transport;
 //!   `stream` is the byte-stream transport under it (TCP and TLS); `ws` and `udp` are the
@@ -28,6 +31,7 @@ pub mod config;
 mod driver;
 pub mod endpoint;
 pub mod error;
+pub mod incoming;
 pub mod length_prefixed;
 pub mod listener;
 pub mod options;
@@ -40,6 +44,8 @@ mod stream;
 pub mod tls;
 pub mod tokio_codec;
 pub mod udp;
+#[cfg(unix)]
+pub mod unix;
 pub mod ws;
 
 pub use attributes::AttrKey;
@@ -48,6 +54,7 @@ pub use codec::{Decoded, ReadWriter, Reader, Writer};
 pub use config::{NewSessionCallback, SessionConfig, new_session};
 pub use endpoint::EndpointType;
 pub use error::{CodecError, Error, Result};
+pub use incoming::Connection;
 pub use length_prefixed::LengthPrefixed;
 pub use listener::EventListener;
 pub use options::{SessionOptions, SocketOptions};

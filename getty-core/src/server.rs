@@ -149,12 +149,12 @@ impl ServerBuilder {
     }
 }
 
-struct Shared<P> {
-    sessions: SessionSet<P>,
+pub(crate) struct Shared<P> {
+    pub(crate) sessions: SessionSet<P>,
     /// Connections accepted and not yet ended, including those still in their handshake.
-    slots: AtomicUsize,
-    closing: CancellationToken,
-    rt: Runtime,
+    pub(crate) slots: AtomicUsize,
+    pub(crate) closing: CancellationToken,
+    pub(crate) rt: Runtime,
 }
 
 /// A running server. Dropping it stops accepting; `close` also closes sessions and waits.
@@ -203,7 +203,7 @@ impl<P> Drop for Server<P> {
 }
 
 /// Releases a connection slot when its task ends, however it ends.
-struct Slot<'a>(&'a AtomicUsize);
+pub(crate) struct Slot<'a>(pub(crate) &'a AtomicUsize);
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -273,23 +273,68 @@ async fn accept_loop<P: Send + 'static, A: Acceptor>(
                 Some(remote),
                 session_opts,
             );
-            let id = cfg.id();
-            match driver::open(cfg, &new_session, source, sink, false, |s| {
-                shared.sessions.insert(s.clone())
-            }) {
-                Ok(opened) => {
-                    let session = opened.session.clone();
-                    if shared.closing.is_cancelled() {
-                        session.close();
-                    }
-                    opened.run(shared.rt.clone()).await;
-                    shared.sessions.remove(session.id());
-                }
-                Err(e) => {
-                    shared.sessions.remove(id);
-                    tracing::info!(%remote, error = %e, "session not opened");
-                }
-            }
+            run_session(&shared, &new_session, cfg, source, sink).await;
         });
+    }
+}
+
+/// Opens and runs one accepted connection's session until it ends (every server transport).
+pub(crate) async fn run_session<P: Send + 'static, S: Source, K: Sink>(
+    shared: &Shared<P>,
+    new_session: &NewSessionCallback<P>,
+    cfg: SessionConfig<P>,
+    source: S,
+    sink: K,
+) {
+    let id = cfg.id();
+    let remote = cfg.remote_addr();
+    match driver::open(cfg, new_session, source, sink, false, |s| {
+        shared.sessions.insert(s.clone())
+    }) {
+        Ok(opened) => {
+            let session = opened.session.clone();
+            if shared.closing.is_cancelled() {
+                session.close();
+            }
+            opened.run(shared.rt.clone()).await;
+            shared.sessions.remove(session.id());
+        }
+        Err(e) => {
+            shared.sessions.remove(id);
+            tracing::info!(?remote, error = %e, "session not opened");
+        }
+    }
+}
+
+impl<P: Send + 'static> Server<P> {
+    /// A server whose accept loop is `accept` (transports with a listener of their own, see
+    /// `incoming.rs`): it shares the session set, slots and tasks every server has. `local` is
+    /// what `local_addr` reports.
+    pub(crate) fn start_custom<F, Fut>(
+        builder: &ServerBuilder,
+        local: SocketAddr,
+        endpoint: EndpointType,
+        accept: F,
+    ) -> Server<P>
+    where
+        F: FnOnce(Arc<Shared<P>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            sessions: SessionSet::new(),
+            slots: AtomicUsize::new(0),
+            closing: CancellationToken::new(),
+            rt: Runtime {
+                tracker: TaskTracker::new(),
+                pool: builder.pool.clone(),
+            },
+        });
+        let accept = shared.rt.tracker.spawn(accept(shared.clone()));
+        Server {
+            local,
+            endpoint,
+            shared,
+            accept: std::sync::Mutex::new(Some(accept)),
+        }
     }
 }
