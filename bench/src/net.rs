@@ -33,8 +33,26 @@ impl Transport {
 /// The WebSocket path served and dialled.
 pub const WS_PATH: &str = "/bench";
 
+/// A layer that only passes calls on: what one layer costs (`GETTY_BENCH_NOOP_LAYERS=N` puts N
+/// of them on both paths of both ends; default none).
+struct Noop;
+
+impl getty_rpc::Middleware for Noop {
+    fn call(
+        &self,
+        call: getty_rpc::Call,
+        next: getty_rpc::Next,
+    ) -> futures_util::future::BoxFuture<'static, Result<bytes::Bytes, getty_rpc::RpcError>> {
+        next.run(call)
+    }
+}
+
 fn options() -> RpcOptions {
-    RpcOptions::default()
+    let n: usize = std::env::var("GETTY_BENCH_NOOP_LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (0..n).fold(RpcOptions::default(), |o, _| o.layer(Noop))
 }
 
 fn port_of(addr: &str) -> Res<u16> {

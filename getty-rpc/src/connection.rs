@@ -157,8 +157,7 @@ impl RpcConnection {
             metadata: f.metadata,
         };
         // Middleware hook: the handler itself when no inbound layer is installed.
-        let mut fut =
-            crate::middleware::serve(&self.state.opts.layers, handler, ctx, f.body, two_way);
+        let mut fut = crate::middleware::serve(&self.state.layers, handler, ctx, f.body, two_way);
         // Most handlers answer without waiting: poll once right here, and only a handler that
         // is still pending becomes a task (which polls it again with a real waker).
         if self.state.opts.inline_first_poll {

@@ -198,32 +198,31 @@ enum End {
 impl Next {
     /// Passes `call` on to the next layer, or to its end.
     pub fn run(self, call: Call) -> BoxFuture<'static, Result<Bytes, RpcError>> {
-        match self.chain.get(self.at).cloned() {
-            Some(layer) => layer.call(
+        if self.at < self.chain.len() {
+            // The connection's own chain `Arc` keeps the layer alive (see `for_connection`).
+            let chain = self.chain.clone();
+            return chain[self.at].call(
                 call,
                 Next {
                     at: self.at + 1,
                     ..self
                 },
-            ),
-            None => match self.end {
-                End::Handler(h) => {
-                    let ctx = Context {
-                        peer: call.peer.with_deadline(call.deadline),
-                        service: call.service,
-                        method: call.method,
-                        seq: call.seq,
-                        codec: call.codec,
-                        deadline: call.deadline,
-                        metadata: call.metadata,
-                    };
-                    h.call(ctx, call.body)
-                }
-                End::Send => Box::pin(async move {
-                    let peer = call.peer.clone();
-                    peer.send_layered(call).await
-                }),
-            },
+            );
+        }
+        match self.end {
+            End::Handler(h) => {
+                let ctx = Context {
+                    peer: call.peer.with_deadline(call.deadline),
+                    service: call.service,
+                    method: call.method,
+                    seq: call.seq,
+                    codec: call.codec,
+                    deadline: call.deadline,
+                    metadata: call.metadata,
+                };
+                h.call(ctx, call.body)
+            }
+            End::Send => Box::pin(send(call)),
         }
     }
 }
@@ -284,6 +283,17 @@ impl Layers {
 
     pub(crate) fn outbound_chain(&self) -> Option<&Chain> {
         self.outbound.as_ref()
+    }
+
+    /// A copy for one connection: its chains are its own `Arc`s, so the per-call reference
+    /// counting touches memory of that connection only, never a count every connection's
+    /// threads contend on.
+    pub(crate) fn for_connection(&self) -> Layers {
+        let copy = |c: &Option<Chain>| c.as_deref().map(|c| Chain::from(c.to_vec()));
+        Layers {
+            inbound: copy(&self.inbound),
+            outbound: copy(&self.outbound),
+        }
     }
 }
 
@@ -389,43 +399,45 @@ pub(crate) async fn start_outbound(
     }
 }
 
-impl Peer {
-    /// The end of an outbound chain: sends the call as the last layer left it.
-    async fn send_layered(&self, call: Call) -> Result<Bytes, RpcError> {
-        let now = Instant::now();
-        let has_deadline = call.deadline.is_some();
-        let deadline = call.deadline.unwrap_or_else(|| {
-            let d = now + self.state.opts.default_timeout;
-            self.deadline.map_or(d, |p| p.min(d))
-        });
-        let timeout = deadline.saturating_duration_since(now);
-        match call.kind {
-            CallKind::Unary => {
-                self.start_call_at(
-                    &call.service,
-                    &call.method,
-                    call.codec,
-                    call.body,
-                    call.metadata,
-                    deadline,
-                    timeout,
-                )
+/// The end of an outbound chain: sends the call as the last layer left it (its names and
+/// metadata move into the frame, nothing is copied).
+async fn send(call: Call) -> Result<Bytes, RpcError> {
+    let Call {
+        kind,
+        service,
+        method,
+        codec,
+        metadata,
+        deadline,
+        body,
+        peer,
+        ..
+    } = call;
+    let now = Instant::now();
+    let has_deadline = deadline.is_some();
+    let deadline = deadline.unwrap_or_else(|| {
+        let d = now + peer.state.opts.default_timeout;
+        peer.deadline.map_or(d, |p| p.min(d))
+    });
+    let timeout = deadline.saturating_duration_since(now);
+    match kind {
+        CallKind::Unary => {
+            peer.start_call_at(service, method, codec, body, metadata, deadline, timeout)
                 .await?
                 .await
-            }
-            CallKind::OneWay => self
-                .notify_at(
-                    &call.service,
-                    &call.method,
-                    call.codec,
-                    call.body,
-                    call.metadata,
-                    has_deadline,
-                    deadline,
-                    timeout,
-                )
-                .await
-                .map(|()| Bytes::new()),
         }
+        CallKind::OneWay => peer
+            .notify_at(
+                service,
+                method,
+                codec,
+                body,
+                metadata,
+                has_deadline,
+                deadline,
+                timeout,
+            )
+            .await
+            .map(|()| Bytes::new()),
     }
 }

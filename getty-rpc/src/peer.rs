@@ -56,6 +56,8 @@ pub(crate) struct ConnState {
     pub(crate) handlers: TaskTracker,
     /// The instance id the other end announced with `getty.Peer/Hello`.
     pub(crate) remote_instance: Mutex<Option<String>>,
+    /// This connection's copy of `opts.layers` (middleware.rs).
+    pub(crate) layers: crate::middleware::Layers,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,6 +68,7 @@ impl ConnState {
     pub(crate) fn new(router: Arc<Router>, opts: Arc<RpcOptions>, handlers: TaskTracker) -> Self {
         ConnState {
             machine: Mutex::new(Machine::new(opts.machine_config())),
+            layers: opts.layers.for_connection(),
             router,
             opts,
             peer_known: AtomicBool::new(false),
@@ -410,7 +413,7 @@ impl Peer {
     ) -> Result<PendingCall, RpcError> {
         let (deadline, timeout) = self.call_deadline(opts.timeout);
         // Middleware hook: with outbound layers the call runs through them (see middleware.rs).
-        if let Some(chain) = self.state.opts.layers.outbound_chain() {
+        if let Some(chain) = self.state.layers.outbound_chain() {
             return crate::middleware::start_outbound(
                 chain,
                 self,
@@ -439,8 +442,8 @@ impl Peer {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start_call_at(
         &self,
-        service: &str,
-        method: &str,
+        service: impl Into<String>,
+        method: impl Into<String>,
         codec: CodecId,
         body: Bytes,
         metadata: Vec<(String, String)>,
@@ -450,7 +453,7 @@ impl Peer {
         let (tx, rx) = oneshot::channel();
         let mut frame = Frame::request(0, codec, service, method, body);
         frame.metadata = metadata;
-        tracing::trace!(service, method, peer = self.id(), "rpc call");
+        tracing::trace!(service = %frame.service, method = %frame.method, peer = self.id(), "rpc call");
         let seq = self.send_call(frame, Some(tx), deadline, timeout).await?;
         // From here on, dropping the call removes the waiter and cancels.
         Ok(PendingCall {
@@ -555,7 +558,7 @@ impl Peer {
         let has_deadline = opts.timeout.is_some() || self.deadline.is_some();
         let (deadline, timeout) = self.call_deadline(opts.timeout);
         // Middleware hook: with outbound layers the call runs through them (see middleware.rs).
-        if let Some(chain) = self.state.opts.layers.outbound_chain() {
+        if let Some(chain) = self.state.layers.outbound_chain() {
             let d = has_deadline.then_some(deadline);
             let kind = crate::middleware::CallKind::OneWay;
             let call = crate::middleware::outbound(
@@ -588,8 +591,8 @@ impl Peer {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn notify_at(
         &self,
-        service: &str,
-        method: &str,
+        service: impl Into<String>,
+        method: impl Into<String>,
         codec: CodecId,
         body: Bytes,
         metadata: Vec<(String, String)>,
