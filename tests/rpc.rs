@@ -559,72 +559,8 @@ async fn timeout_and_dropped_calls_cancel_the_callee_and_late_replies_are_counte
     p.server.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_stops_answering_heartbeats_is_closed() {
-    let o = RpcOptions {
-        heartbeat_period: Duration::from_millis(100),
-        heartbeat_misses: 2,
-        ..opts()
-    };
-    let server = RpcServer::start(Router::new(), o, |cb| {
-        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
-    })
-    .await
-    .unwrap();
-    // A peer that connects and then says nothing, not even a Pong.
-    let mut silent = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .unwrap();
-    let t = std::time::Instant::now();
-    let mut buf = vec![0u8; 1024];
-    let mut pings = 0;
-    loop {
-        use tokio::io::AsyncReadExt;
-        let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
-            .await
-            .expect("server never closed the silent peer")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        pings += buf[..n]
-            .windows(4)
-            .filter(|w| w[..2] == *b"GT" && w[3] == 4)
-            .count();
-    }
-    let took = t.elapsed();
-    assert!(pings >= 1, "the server pinged before giving up");
-    assert!(
-        took >= Duration::from_millis(150) && took < Duration::from_millis(1500),
-        "closed after {took:?}"
-    );
-    // A live client answers pings and stays.
-    let client = RpcClient::start(
-        Router::new(),
-        RpcOptions {
-            heartbeat_period: Duration::from_secs(60),
-            ..opts()
-        },
-        |cb| ClientBuilder::new(server.local_addr().to_string()).connect_tcp(cb),
-    )
-    .unwrap();
-    client.ready().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        server.peers().len(),
-        1,
-        "a peer that answers pings stays connected"
-    );
-    let rtt = client
-        .peer()
-        .unwrap()
-        .ping(Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert!(rtt < Duration::from_secs(1));
-    client.close().await;
-    server.close().await;
-}
+// Heartbeats (a silent peer is closed, a live one stays): tests/rpc_transports.rs, over TCP,
+// a Unix socket and in-memory connections alike.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_mid_call_fails_every_pending_call_fast_then_the_client_recovers() {

@@ -72,9 +72,9 @@ impl ServerBuilder {
         K: Sink,
     {
         self.session.validate()?;
-        let opts = self.clone();
+        let opts = self;
         Ok(Server::start_custom(
-            &self,
+            opts.pool.clone(),
             local,
             endpoint,
             move |shared: Arc<Shared<P>>| async move {

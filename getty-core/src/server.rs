@@ -122,30 +122,18 @@ impl ServerBuilder {
             addr: self.addr.clone(),
             source,
         })?;
-        let shared = Arc::new(Shared {
-            sessions: SessionSet::new(),
-            slots: AtomicUsize::new(0),
-            closing: CancellationToken::new(),
-            rt: Runtime {
-                tracker: TaskTracker::new(),
-                pool: self.pool.clone(),
-            },
-        });
         let endpoint = acceptor.endpoint_type();
-        let accept = shared.rt.tracker.spawn(accept_loop(
-            listener,
-            Arc::new(acceptor),
-            self,
-            new_session,
-            shared.clone(),
-            local,
-        ));
-        Ok(Server {
-            local,
-            endpoint,
-            shared,
-            accept: std::sync::Mutex::new(Some(accept)),
-        })
+        let pool = self.pool.clone();
+        Ok(Server::start_custom(pool, local, endpoint, move |shared| {
+            accept_loop(
+                listener,
+                Arc::new(acceptor),
+                self,
+                new_session,
+                shared,
+                local,
+            )
+        }))
     }
 }
 
@@ -307,11 +295,11 @@ pub(crate) async fn run_session<P: Send + 'static, S: Source, K: Sink>(
 }
 
 impl<P: Send + 'static> Server<P> {
-    /// A server whose accept loop is `accept` (transports with a listener of their own, see
-    /// `incoming.rs`): it shares the session set, slots and tasks every server has. `local` is
-    /// what `local_addr` reports.
+    /// A server whose accept loop is `accept` (the TCP listener's, or that of a transport with
+    /// a listener of its own, see `incoming.rs`), with the session set, slots and tasks every
+    /// server has. `local` is what `local_addr` reports.
     pub(crate) fn start_custom<F, Fut>(
-        builder: &ServerBuilder,
+        pool: Option<TaskPool>,
         local: SocketAddr,
         endpoint: EndpointType,
         accept: F,
@@ -326,7 +314,7 @@ impl<P: Send + 'static> Server<P> {
             closing: CancellationToken::new(),
             rt: Runtime {
                 tracker: TaskTracker::new(),
-                pool: builder.pool.clone(),
+                pool,
             },
         });
         let accept = shared.rt.tracker.spawn(accept(shared.clone()));
