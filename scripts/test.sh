@@ -13,3 +13,5 @@ fi
 cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,getty-cli/zookeeper
 # getty-rpc's OpenTelemetry trace context (the default build propagates its own context).
 cargo test -p getty --features tracing-opentelemetry --test trace_otel
+# getty-rpc's zstd bodies (an optional feature).
+cargo test -p getty --features zstd --test compression

@@ -94,7 +94,13 @@ impl Hello {
                 calls: u32::try_from(opts.max_inflight).unwrap_or(u32::MAX),
                 bytes: opts.max_inflight_bytes,
             }),
-            features: vec![FLOW.to_string()],
+            features: {
+                let mut f = vec![FLOW.to_string()];
+                if crate::compression::enabled(opts) {
+                    f.push(crate::compression::FEATURE.to_string()); // compression.rs
+                }
+                f
+            },
         }
     }
 

@@ -76,13 +76,14 @@ impl RpcConnection {
     /// The peer's first frame says what it is (`PROTOCOL.md` section 16): a Hello announcing
     /// flow control, or anything else.
     fn learn_peer(&self, s: &Session<Frame>, f: &Frame) {
-        let flow = if builtin::is_hello(f) {
-            builtin::Hello::parse(&f.body)
-                .ok()
-                .and_then(|h| h.flow_window())
-        } else {
-            None
-        };
+        let hello = builtin::is_hello(f)
+            .then(|| builtin::Hello::parse(&f.body).ok())
+            .flatten();
+        let flow = hello.as_ref().and_then(|h| h.flow_window());
+        // Compression hook: the peer reads zstd bodies (compression.rs).
+        let zstd =
+            hello.is_some_and(|h| h.features.iter().any(|x| x == crate::compression::FEATURE));
+        self.state.peer_zstd.store(zstd, Ordering::Release);
         let mut m = self.state.machine();
         m.on_first_frame(flow);
         self.state.peer_known.store(true, Ordering::Release);
@@ -90,9 +91,11 @@ impl RpcConnection {
     }
 
     /// Routes a Request or OneWay to its handler.
-    fn serve(&self, s: &Session<Frame>, f: Frame) {
+    fn serve(&self, s: &Session<Frame>, mut f: Frame) {
         let two_way = f.kind == Kind::Request;
         let seq = f.seq;
+        // Compression hook: a body that does not inflate within the limit is refused below.
+        let inflated = crate::compression::inflate(&self.state, &mut f).err();
         if builtin::is_builtin(&f.service, &self.state) {
             if let Some(reply) = builtin::serve(&self.state, &f)
                 && two_way
@@ -103,7 +106,7 @@ impl RpcConnection {
         }
         let bytes = frame::encoded_len(&f) as u64;
         let route = self.state.router.route(&f.service, &f.method);
-        let refused = match route_error(&route, &f.service, &f.method) {
+        let refused = match inflated.or_else(|| route_error(&route, &f.service, &f.method)) {
             Some(e) => Some(e),
             None => match &route {
                 Route::Found(_, info) if info.one_way == two_way => Some(RpcError::new(
@@ -225,7 +228,8 @@ impl RpcConnection {
 }
 
 /// Queues a reply (or any owed frame) from any task, never blocking.
-pub(crate) fn reply(state: &Arc<ConnState>, s: &Session<Frame>, f: Frame) {
+pub(crate) fn reply(state: &Arc<ConnState>, s: &Session<Frame>, mut f: Frame) {
+    crate::compression::deflate(state, &mut f); // compression hook
     match s.try_send_pkg(&f) {
         Ok(_) => {}
         Err(getty_core::Error::SessionClosed(_)) => {}
@@ -307,7 +311,10 @@ impl EventListener<Frame> for RpcConnection {
                 };
                 match answer {
                     Answer::Deliver(w) => {
-                        let _ = w.send(Ok(f));
+                        let mut f = f;
+                        // Compression hook: a reply that does not inflate fails its call.
+                        let r = crate::compression::inflate(&self.state, &mut f).map(|()| f);
+                        let _ = w.send(r);
                     }
                     Answer::Late => tracing::debug!(seq = f.seq, "late reply dropped"),
                     Answer::Ignored => {}

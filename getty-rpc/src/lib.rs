@@ -25,6 +25,8 @@
 //! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
 //!   instances, balances calls, fails over calls that were never sent, drains removed instances.
 //!   Providers publish with [`RpcServer::publish`] and leave with [`RpcServer::shutdown`].
+//! - [`compression`]: per-call zstd bodies (feature `zstd`), negotiated in the Hello, inflated
+//!   never past the frame limit.
 //! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
 //! - [`middleware`]: [`Middleware`], layers on the calls an endpoint serves and makes (both
 //!   paths of both peers), and a tower adapter (feature `tower`).
@@ -34,6 +36,7 @@ pub mod body;
 mod builtin;
 pub mod client;
 pub mod cluster;
+pub mod compression;
 mod connection;
 pub mod context;
 pub mod error;

@@ -36,6 +36,11 @@ pub struct RpcOptions {
     pub inline_first_poll: bool,
     /// Answer `getty.Reflection/Describe` (what `getty describe` shows). Default on.
     pub reflection: bool,
+    /// Compress call and reply bodies of at least this many bytes with zstd, when the other end
+    /// announced it reads them (feature `zstd`; this end then announces it too and reads
+    /// compressed bodies, never past `max_frame`). `None` (the default): never, and nothing
+    /// is announced. Ignored without the feature.
+    pub compress_above: Option<usize>,
     /// Middleware on the calls this endpoint serves and makes (see [`crate::middleware`]).
     /// None by default: calls then take the path without layers.
     pub layers: Layers,
@@ -57,6 +62,7 @@ impl Default for RpcOptions {
             reflection: true,
             inline_first_poll: true,
             layers: Layers::default(),
+            compress_above: None,
             session: SessionOptions::default(),
         }
     }

@@ -56,6 +56,8 @@ pub(crate) struct ConnState {
     pub(crate) handlers: TaskTracker,
     /// The instance id the other end announced with `getty.Peer/Hello`.
     pub(crate) remote_instance: Mutex<Option<String>>,
+    /// Whether the other end announced zstd bodies in its Hello (compression.rs).
+    pub(crate) peer_zstd: AtomicBool,
     /// This connection's copy of `opts.layers` (middleware.rs).
     pub(crate) layers: crate::middleware::Layers,
 }
@@ -72,6 +74,7 @@ impl ConnState {
             router,
             opts,
             peer_known: AtomicBool::new(false),
+            peer_zstd: AtomicBool::new(false),
             handlers,
             remote_instance: Mutex::new(None),
         }
@@ -342,6 +345,7 @@ impl Peer {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<u64, RpcError> {
+        crate::compression::deflate(&self.state, &mut frame);
         let bytes = frame::encoded_len(&frame) as u64;
         if bytes > self.state.opts.max_frame as u64 {
             return Err(RpcError::bad_request(format!(
