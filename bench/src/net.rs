@@ -34,7 +34,8 @@ impl Transport {
 pub const WS_PATH: &str = "/bench";
 
 /// A layer that only passes calls on: what one layer costs (`GETTY_BENCH_NOOP_LAYERS=N` puts N
-/// of them on both paths of both ends; default none).
+/// of them on both paths of both ends; default none). `GETTY_BENCH_COMPRESS_ABOVE=BYTES`
+/// turns on zstd bodies (feature `zstd`).
 struct Noop;
 
 impl getty_rpc::Middleware for Noop {
@@ -52,7 +53,12 @@ fn options() -> RpcOptions {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (0..n).fold(RpcOptions::default(), |o, _| o.layer(Noop))
+    let mut o = (0..n).fold(RpcOptions::default(), |o, _| o.layer(Noop));
+    // zstd bodies of at least this size (needs the `zstd` feature; both roles must set it).
+    o.compress_above = std::env::var("GETTY_BENCH_COMPRESS_ABOVE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    o
 }
 
 fn port_of(addr: &str) -> Res<u16> {

@@ -4,7 +4,8 @@
 //! (`PROTOCOL.md` section 16); only then does the other side compress, so an older peer never
 //! gets a body it cannot read. A compressed body is one zstd frame and its frame header has
 //! flag bit 0 set (section 3); Requests, OneWays and Responses may be compressed, each on its
-//! own (bodies of at least `RpcOptions::compress_above` bytes).
+//! own (bodies of at least `RpcOptions::compress_above` bytes). Calls sent before the peer's
+//! Hello has arrived go uncompressed.
 //!
 //! Inflating is bounded: a body never grows past the frame limit (`max_frame`), and the output
 //! buffer grows with the bytes actually produced, so a small frame that would inflate to
@@ -39,7 +40,19 @@ pub(crate) fn deflate(state: &ConnState, f: &mut Frame) {
         if f.body.len() < above.max(1) || !state.peer_zstd.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(z) = zstd::bulk::compress(&f.body, 1)
+        thread_local! {
+            // A compression context is large to set up: one per thread, reused.
+            static CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let z = CCTX.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = zstd::bulk::Compressor::new(1).ok();
+            }
+            c.as_mut().and_then(|c| c.compress(&f.body).ok())
+        });
+        if let Some(z) = z
             && z.len() < f.body.len()
         {
             f.body = Bytes::from(z);
@@ -66,13 +79,30 @@ fn inflate_bytes(z: &[u8], limit: usize) -> Result<Bytes, RpcError> {
     use std::io::Read;
     let bad = |why: String| RpcError::bad_request(format!("compressed body: {why}"));
     // A declared size over the limit is refused before anything is allocated for it.
-    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(z)
-        && n > limit as u64
-    {
-        return Err(bad(format!(
-            "inflates to {n} bytes, over the limit of {limit}"
-        )));
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(z) {
+        if n > limit as u64 {
+            return Err(bad(format!(
+                "inflates to {n} bytes, over the limit of {limit}"
+            )));
+        }
+        // The declared size (within the limit) is the whole allocation: one pass, reused
+        // context. A frame that lies about its size fails here.
+        thread_local! {
+            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        return DCTX.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            let d = d.as_mut().ok_or_else(|| bad("no zstd context".into()))?;
+            d.decompress(z, n as usize)
+                .map(Bytes::from)
+                .map_err(|e| bad(e.to_string()))
+        });
     }
+    // No declared size: inflate as a stream, the buffer growing with what comes out.
     let dec = zstd::stream::read::Decoder::with_buffer(z).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
     // One byte past the limit tells "too big" from "exactly the limit".
