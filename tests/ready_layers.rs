@@ -128,6 +128,10 @@ async fn a_call_without_the_token_is_unauthenticated_and_the_connection_stays_us
     srv.close().await;
 }
 
+async fn hello(p: &getty::rpc::Peer) -> Result<String, RpcError> {
+    p.call_json("t.S", "Hello", &false).await
+}
+
 #[tokio::test]
 async fn each_peer_has_its_own_rate_limit() {
     let runs = Arc::new(AtomicUsize::new(0));
@@ -141,32 +145,20 @@ async fn each_peer_has_its_own_rate_limit() {
     let b = client(&srv, Router::new(), RpcOptions::default()).await;
     let (pa, pb) = (a.peer().unwrap(), b.peer().unwrap());
     for _ in 0..3 {
-        pa.call_json::<bool, String>("t.S", "Hello", &false)
-            .await
-            .unwrap();
+        hello(&pa).await.unwrap();
     }
-    let e = pa
-        .call_json::<bool, String>("t.S", "Hello", &false)
-        .await
-        .unwrap_err();
+    let e = hello(&pa).await.unwrap_err();
     assert_eq!(e.status, Status::Overloaded, "{e}");
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     // Another peer is not slowed by the first.
     for _ in 0..3 {
-        pb.call_json::<bool, String>("t.S", "Hello", &false)
-            .await
-            .unwrap();
+        hello(&pb).await.unwrap();
     }
     assert_eq!(limit.tracked_peers(), 2);
     // The bucket refills at the rate: one call per second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    pa.call_json::<bool, String>("t.S", "Hello", &false)
-        .await
-        .unwrap();
-    let e = pa
-        .call_json::<bool, String>("t.S", "Hello", &false)
-        .await
-        .unwrap_err();
+    hello(&pa).await.unwrap();
+    let e = hello(&pa).await.unwrap_err();
     assert_eq!(e.status, Status::Overloaded);
     // A closed connection's bucket goes with it.
     a.close().await;

@@ -170,6 +170,19 @@ where
     }
 }
 
+impl Call {
+    /// Answers the call here with `status` (the layer refuses it): the message names the
+    /// method, then `why`.
+    pub fn refuse(
+        &self,
+        status: crate::Status,
+        why: &str,
+    ) -> BoxFuture<'static, Result<Bytes, RpcError>> {
+        let e = RpcError::new(status, format!("{}.{}: {why}", self.service, self.method));
+        Box::pin(async move { Err(e) })
+    }
+}
+
 /// A shared layer: keep an `Arc` to look at its state (a limiter's peers) while it runs.
 impl<M: Middleware + ?Sized> Middleware for Arc<M> {
     fn call(&self, call: Call, next: Next) -> BoxFuture<'static, Result<Bytes, RpcError>> {

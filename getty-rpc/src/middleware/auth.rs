@@ -66,16 +66,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Middleware for BearerAuth {
     fn call(&self, mut call: Call, next: Next) -> BoxFuture<'static, Result<Bytes, RpcError>> {
         match call.direction {
-            Direction::Inbound if self.check_inbound && !self.accepts(&call) => {
-                let e = RpcError::new(
-                    Status::Unauthenticated,
-                    format!(
-                        "{}.{}: missing or wrong bearer token in {AUTHORIZATION:?}",
-                        call.service, call.method
-                    ),
-                );
-                Box::pin(async move { Err(e) })
-            }
+            Direction::Inbound if self.check_inbound && !self.accepts(&call) => call.refuse(
+                Status::Unauthenticated,
+                "missing or wrong bearer token in \"authorization\"",
+            ),
             Direction::Outbound if self.add_outbound && call.meta(AUTHORIZATION).is_none() => {
                 call.metadata
                     .push((AUTHORIZATION.to_string(), self.value.clone()));

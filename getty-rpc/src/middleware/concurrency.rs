@@ -65,16 +65,7 @@ impl Middleware for MethodConcurrencyLimit {
                 drop(permit);
                 r
             }),
-            Err(_) => {
-                let e = RpcError::new(
-                    Status::Overloaded,
-                    format!(
-                        "{}.{}: too many calls of this method at once",
-                        call.service, call.method
-                    ),
-                );
-                Box::pin(async move { Err(e) })
-            }
+            Err(_) => call.refuse(Status::Overloaded, "too many calls of this method at once"),
         }
     }
 }

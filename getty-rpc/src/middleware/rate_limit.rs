@@ -90,14 +90,7 @@ impl PeerRateLimit {
 impl Middleware for PeerRateLimit {
     fn call(&self, call: Call, next: Next) -> BoxFuture<'static, Result<Bytes, RpcError>> {
         if call.direction == Direction::Inbound && !self.take(&call) {
-            let e = RpcError::new(
-                Status::Overloaded,
-                format!(
-                    "{}.{}: over this peer's rate limit",
-                    call.service, call.method
-                ),
-            );
-            return Box::pin(async move { Err(e) });
+            return call.refuse(Status::Overloaded, "over this peer's rate limit");
         }
         next.run(call)
     }
