@@ -36,6 +36,7 @@ fn raw(name: &str) -> MethodInfo {
         reply_type: "bytes".into(),
         one_way: false,
         codecs: vec![CodecId::Protobuf],
+        stream: None,
     }
 }
 

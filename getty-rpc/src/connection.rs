@@ -24,6 +24,7 @@ use crate::machine::{Admitted, Answer, Refused, Tick};
 use crate::peer::{ConnState, Peer, send_owed, settle};
 use crate::router::{Route, route_error};
 use crate::status::Status;
+use crate::stream;
 
 /// The peers of one endpoint, by session id, and the handler tasks of all its connections.
 #[derive(Default)]
@@ -76,15 +77,14 @@ impl RpcConnection {
     /// The peer's first frame says what it is (`PROTOCOL.md` section 16): a Hello announcing
     /// flow control, or anything else.
     fn learn_peer(&self, s: &Session<Frame>, f: &Frame) {
-        let flow = if builtin::is_hello(f) {
-            builtin::Hello::parse(&f.body)
-                .ok()
-                .and_then(|h| h.flow_window())
-        } else {
-            None
-        };
+        let hello = builtin::is_hello(f)
+            .then(|| builtin::Hello::parse(&f.body).ok())
+            .flatten();
+        let flow = hello.as_ref().and_then(builtin::Hello::flow_window);
+        let streams = hello.as_ref().and_then(builtin::Hello::stream_credit);
         let mut m = self.state.machine();
-        m.on_first_frame(flow);
+        m.on_first_frame(flow, streams);
+        self.state.peer_known_now.notify_waiters();
         self.state.peer_known.store(true, Ordering::Release);
         settle(&mut m, &self.state, s);
     }
@@ -106,6 +106,10 @@ impl RpcConnection {
         let refused = match route_error(&route, &f.service, &f.method) {
             Some(e) => Some(e),
             None => match &route {
+                Route::Stream(..) => Some(RpcError::new(
+                    Status::UnknownMethod,
+                    format!("{}.{} is a streaming method", f.service, f.method),
+                )),
                 Route::Found(_, info) if info.one_way == two_way => Some(RpcError::new(
                     Status::UnknownMethod,
                     format!(
@@ -223,6 +227,142 @@ impl RpcConnection {
     }
 }
 
+impl RpcConnection {
+    /// Routes a StreamOpen to its stream handler, which runs as a task with both halves.
+    fn serve_stream(&self, s: &Session<Frame>, f: Frame) {
+        let seq = f.seq;
+        let refuse = |status: Status, msg: String| {
+            reply(&self.state, s, Frame::stream_end(seq, true, status, msg));
+        };
+        let route = self.state.router.route(&f.service, &f.method);
+        if let Some(e) = route_error(&route, &f.service, &f.method) {
+            return refuse(e.status, e.message);
+        }
+        let (handler, info) = match route {
+            Route::Stream(h, info) => (h.clone(), info),
+            _ => {
+                return refuse(
+                    Status::UnknownMethod,
+                    format!("{}.{} is not a streaming method", f.service, f.method),
+                );
+            }
+        };
+        if !info.codecs.contains(&f.codec) {
+            return refuse(
+                Status::UnsupportedCodec,
+                format!(
+                    "codec {} not supported by {}.{}",
+                    f.codec, f.service, f.method
+                ),
+            );
+        }
+        let bytes = frame::encoded_len(&f) as u64;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let admitted = {
+            let mut m = self.state.machine();
+            let a = m.accept_stream(seq, bytes, tx);
+            settle(&mut m, &self.state, s);
+            a
+        };
+        let Ok(mut admitted) = admitted else {
+            return; // refused (answered by the machine) or closed
+        };
+        let deadline =
+            (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
+        let codec = f.codec;
+        let peer = self.peer(s).with_deadline(deadline);
+        let key = crate::machine::StreamKey { seq, ours: false };
+        let (out, items) = stream::halves(&peer, key, codec, rx, deadline, Duration::MAX);
+        let ctx = Context {
+            peer,
+            service: f.service,
+            method: f.method,
+            seq,
+            codec,
+            deadline,
+            metadata: f.metadata,
+        };
+        let span = tracing::debug_span!("rpc.stream", service = %ctx.service, method = %ctx.method, seq, peer = s.id());
+        let fut = handler.call(ctx, items, out);
+        self.state.machine().track(&mut admitted, None);
+        let hid = admitted.id();
+        let (state, session) = (self.state.clone(), s.clone());
+        let task = async move {
+            let mut serving = Serving {
+                state: state.clone(),
+                session: session.clone(),
+                admitted: Some(admitted),
+            };
+            let run = AssertUnwindSafe(fut).catch_unwind();
+            let res = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), run).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(Err(RpcError::new(
+                        Status::DeadlineExceeded,
+                        "the stream's deadline passed",
+                    ))),
+                },
+                None => run.await,
+            };
+            let res = res.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
+            if serving.finish() {
+                let end = match res {
+                    Ok(()) => Frame::stream_end(seq, true, Status::Ok, ""),
+                    Err(e) => {
+                        // The same mapping as a Response: local-only codes are never sent.
+                        let e = reply_frame(seq, CodecId::None, Err(e));
+                        Frame::stream_end(seq, true, e.status, String::from_utf8_lossy(&e.body))
+                    }
+                };
+                reply(&state, &session, end);
+            }
+        }
+        .instrument(span);
+        let h = self.state.handlers.spawn(task).abort_handle();
+        if let Some(h) = self.state.machine().attach(seq, hid, h) {
+            h.abort();
+        }
+    }
+
+    /// An item, end or credit on an open stream.
+    fn on_stream_frame(&self, s: &Session<Frame>, f: Frame) {
+        let key = crate::machine::StreamKey::of(&f);
+        let mut m = self.state.machine();
+        match f.kind {
+            Kind::StreamItem => match m.on_stream_item(key, f.body.len() as u64) {
+                Ok(Some(items)) => {
+                    let _ = items.send(stream::Event::Item(f.body));
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    drop(m);
+                    tracing::warn!(peer = s.id(), "{why}; closing");
+                    s.abort_with_reason(why);
+                    return;
+                }
+            },
+            Kind::StreamEnd => {
+                if let Some((items, wake)) = m.on_stream_end(key) {
+                    if let Some(items) = items {
+                        let msg = String::from_utf8_lossy(&f.body).into_owned();
+                        let _ = items.send(stream::Event::End(f.status, msg));
+                    }
+                    drop(wake);
+                }
+            }
+            Kind::Credit => {
+                if let Some((items, bytes)) = f.credit_grant()
+                    && let Some(wake) = m.on_stream_credit(key, items, bytes)
+                {
+                    let _ = wake.send(());
+                }
+            }
+            _ => {}
+        }
+        settle(&mut m, &self.state, s);
+    }
+}
+
 /// Queues a reply (or any owed frame) from any task, never blocking.
 pub(crate) fn reply(state: &Arc<ConnState>, s: &Session<Frame>, f: Frame) {
     match s.try_send_pkg(&f) {
@@ -278,6 +418,15 @@ impl EventListener<Frame> for RpcConnection {
         for h in closed.handles {
             h.abort();
         }
+        for (items, wake) in closed.streams {
+            if let Some(items) = items {
+                let _ = items.send(stream::Event::End(
+                    Status::ConnectionClosed,
+                    "connection closed".into(),
+                ));
+            }
+            drop(wake);
+        }
     }
 
     fn on_cron(&self, s: &Session<Frame>) {
@@ -330,6 +479,7 @@ impl EventListener<Frame> for RpcConnection {
                     tracing::debug!(seq = f.seq, "request cancelled by the caller");
                 }
             }
+            Kind::Credit if f.seq != 0 => self.on_stream_frame(s, f),
             Kind::Credit => {
                 if let Some((calls, bytes)) = f.credit_grant() {
                     let mut m = self.state.machine();
@@ -337,6 +487,8 @@ impl EventListener<Frame> for RpcConnection {
                     settle(&mut m, &self.state, s);
                 }
             }
+            Kind::StreamOpen => self.serve_stream(s, f),
+            Kind::StreamItem | Kind::StreamEnd => self.on_stream_frame(s, f),
         }
     }
 }

@@ -42,6 +42,7 @@ pub mod peer;
 pub mod router;
 pub mod server;
 pub mod status;
+pub mod stream;
 
 pub use body::{BodyCodec, Json, Prost};
 pub use client::RpcClient;
@@ -57,3 +58,4 @@ pub use peer::{CallOptions, Peer, PeerStats, PendingCall};
 pub use router::{Handler, MethodInfo, Router};
 pub use server::RpcServer;
 pub use status::Status;
+pub use stream::{Receiver, Sender, StreamHandler, StreamKind, StreamReceiver, StreamSender};

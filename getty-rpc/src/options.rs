@@ -18,6 +18,11 @@ pub struct RpcOptions {
     /// This end's window, in bytes: the frames of the peer's calls in progress at once.
     /// Bounds the memory a peer's requests can take; at least `max_frame` is sensible.
     pub max_inflight_bytes: u64,
+    /// The credit this end grants the sender of items on each stream, in items: what a slow
+    /// consumer here may make the other side hold back, and at most what it holds itself.
+    pub stream_window_items: u32,
+    /// The same credit in bytes of items.
+    pub stream_window_bytes: u64,
     /// Largest frame accepted or sent (header, meta and body).
     pub max_frame: usize,
     /// A Ping goes out every period (the session's cron period).
@@ -46,6 +51,8 @@ impl Default for RpcOptions {
             default_timeout: Duration::from_secs(10),
             max_inflight: 4096,
             max_inflight_bytes: 2 * DEFAULT_MAX_FRAME as u64,
+            stream_window_items: 256,
+            stream_window_bytes: 1 << 20,
             max_frame: DEFAULT_MAX_FRAME,
             heartbeat_period: Duration::from_secs(10),
             heartbeat_misses: 3,
@@ -83,6 +90,10 @@ impl RpcOptions {
             // us owe at most a window of answers, plus its pings' Pongs and our own Cancels.
             max_owed: 2 * calls as usize + 1024,
             heartbeat_misses: self.heartbeat_misses,
+            stream_credit: crate::machine::Limits {
+                calls: self.stream_window_items.max(1),
+                bytes: self.stream_window_bytes.max(1),
+            },
         }
     }
 }

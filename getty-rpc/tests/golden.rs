@@ -59,7 +59,7 @@ fn expected() -> Vec<(&'static str, Frame)> {
                 CodecId::Json,
                 "getty.Peer",
                 "Hello",
-                r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"features":["flow"]}"#,
+                r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"stream_window":{"items":256,"bytes":1048576},"features":["flow","stream"]}"#,
             ),
         ),
         ("credit", Frame::credit(0, 3, 150)),
