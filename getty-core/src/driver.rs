@@ -24,6 +24,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tokio_util::task::TaskTracker;
 
+use futures_util::FutureExt;
+
+use crate::budget::{Charge, PartialBudget};
 use crate::callbacks::{panic_message, run_all};
 use crate::codec::{DeframeError, Deframer, Step};
 use crate::config::SessionConfig;
@@ -72,6 +75,8 @@ pub(crate) trait Sink: Send + 'static {
 pub(crate) struct Runtime {
     pub(crate) tracker: TaskTracker,
     pub(crate) pool: Option<TaskPool>,
+    /// The server's partial-package budget (stream transports; `None`: no cap).
+    pub(crate) budget: Option<Arc<PartialBudget>>,
 }
 
 /// A session that passed the new-session callback and `on_open`, ready to run.
@@ -99,11 +104,15 @@ where
     K: Sink,
 {
     let id = cfg.id;
-    new_session(&mut cfg).map_err(|reason| Error::Rejected {
-        session: id,
-        by: "the new-session callback",
-        reason,
-    })?;
+    // A panicking callback rejects the connection like an `Err` would (and the endpoint's
+    // accept or dial loop goes on).
+    catch_unwind(AssertUnwindSafe(|| new_session(&mut cfg)))
+        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
+        .map_err(|reason| Error::Rejected {
+            session: id,
+            by: "the new-session callback",
+            reason,
+        })?;
     cfg.options.validate()?;
     let not_set = |what| Error::NotConfigured { session: id, what };
     let deframer = cfg.deframer.ok_or_else(|| not_set("a reader"))?;
@@ -121,8 +130,13 @@ where
     });
     // The endpoint lists the session before `on_open`, so the listener finds it there.
     on_created(&session);
-    if let Err(reason) = listener.on_open(&session) {
+    let opened = catch_unwind(AssertUnwindSafe(|| listener.on_open(&session)))
+        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))));
+    if let Err(reason) = opened {
         session.close();
+        // No `on_close` for a rejected session, but what `on_open` registered is released and
+        // `Session::closed` completes.
+        run_close_callbacks(&session);
         return Err(Error::Rejected {
             session: id,
             by: "on_open",
@@ -152,15 +166,25 @@ impl<P: Send + 'static, S: Source, K: Sink> Opened<P, S, K> {
         } = self;
         let pings = sink.wants_pings();
         let writer = rt.tracker.spawn(write_loop(session.clone(), rx, sink));
-        let res = read_loop(
+        // A panic anywhere in the loop (the reader, a tokio decoder, `on_cron`) ends the session
+        // like an error: the close sequence below still runs, once.
+        let res = AssertUnwindSafe(read_loop(
             &session,
             &listener,
             &mut deframer,
             &mut source,
             pings,
-            rt.pool.as_ref(),
-        )
-        .await;
+            &rt,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| {
+            Err(Error::Panicked {
+                session: session.id(),
+                what: "a session callback (on_cron, the reader or the decoder)",
+                message: panic_message(&*p),
+            })
+        });
         if let Err(e) = res {
             session.fail(e);
         }
@@ -189,6 +213,12 @@ fn finish<P: Send + 'static>(session: &Session<P>, listener: &dyn EventListener<
         guarded("on_error", &|| listener.on_error(session, e));
     }
     guarded("on_close", &|| listener.on_close(session));
+    run_close_callbacks(session);
+}
+
+/// The end of every close: close callbacks (once: the list is taken), attributes dropped, and
+/// `Session::closed` woken.
+fn run_close_callbacks<P: Send + 'static>(session: &Session<P>) {
     let cbs = session
         .inner
         .callbacks
@@ -269,16 +299,19 @@ async fn read_loop<P: Send + 'static, S: Source>(
     deframer: &mut Deframer<P>,
     source: &mut S,
     pings: bool,
-    pool: Option<&TaskPool>,
+    rt: &Runtime,
 ) -> Result<()> {
+    let pool = rt.pool.as_ref();
     let id = session.id();
     let opts = session.options().clone();
     let max = opts.max_msg_len;
     let mut buf = BytesMut::new();
+    let mut charge = Charge::new(rt.budget.clone());
     let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
     cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing = Closing::new(session);
-    // Set while a partial package sits in the buffer: the read timeout applies only then.
+    // Set while a partial package sits in the buffer, from the read that brought its first
+    // byte: the read timeout bounds the whole package, however slowly it trickles in.
     let mut stall_deadline: Option<Instant> = None;
     // Reads come first: when the socket is ready the other branches are not polled at all
     // (each poll of them costs a lock or a clock read). Every `FAIR_TURN`th wait the control
@@ -326,7 +359,16 @@ async fn read_loop<P: Send + 'static, S: Source>(
                     None => listener.on_cron(session),
                     Some(pool) => {
                         let (s, l) = (session.clone(), listener.clone());
-                        pool.submit(Box::new(move || l.on_cron(&s))).await;
+                        pool.submit(Box::new(move || {
+                            if let Err(p) = catch_unwind(AssertUnwindSafe(|| l.on_cron(&s))) {
+                                s.fail(Error::Panicked {
+                                    session: s.id(),
+                                    what: "on_cron",
+                                    message: panic_message(&*p),
+                                });
+                            }
+                        }))
+                        .await;
                     }
                 }
                 continue;
@@ -339,6 +381,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
                     if let Deframer::Stateful(_) = deframer
                         && let Ok(Some(pkg)) = deframer.one(&mut buf)
                     {
+                        // A whole package: activity.
                         session.update_active();
                         dispatch(session, listener, pool, pkg).await?;
                         return Ok(());
@@ -359,11 +402,16 @@ async fn read_loop<P: Send + 'static, S: Source>(
             Input::Control => session.update_active(),
             Input::Stream(n) => {
                 session.inner.stats.add_read(n as u64);
-                // Once per read, not per package: it reads the clock.
-                session.update_active();
+                // Only whole packages are activity (a trickle of bytes is not), marked once per
+                // read, not per package: it reads the clock.
+                let mut delivered = false;
                 loop {
                     match deframer.step(&mut buf, max) {
                         Ok(Step::Package(pkg)) => {
+                            if !delivered {
+                                delivered = true;
+                                session.update_active();
+                            }
                             dispatch(session, listener, pool, pkg).await?;
                             if buf.is_empty() {
                                 break;
@@ -383,7 +431,29 @@ async fn read_loop<P: Send + 'static, S: Source>(
                         return Ok(());
                     }
                 }
-                stall_deadline = (!buf.is_empty()).then(|| Instant::now() + opts.read_timeout);
+                if buf.is_empty() {
+                    stall_deadline = None;
+                } else if delivered || stall_deadline.is_none() {
+                    // What is left began in this read.
+                    stall_deadline = Some(Instant::now() + opts.read_timeout);
+                }
+                // Hold budget for the partial package before reading more of it.
+                let want = if buf.is_empty() { 0 } else { buf.capacity() };
+                let settled = charge.try_settle(want).map_err(|o| Error::PartialBudget {
+                    session: id,
+                    want: o.want,
+                    budget: o.total,
+                })?;
+                if !settled {
+                    tracing::debug!(session = id, want, "partial-package budget spent; reads paused");
+                    tokio::select! {
+                        _ = closing.wait(session) => return Ok(()),
+                        _ = sleep_until_opt(stall_deadline) => {
+                            return Err(Error::ReadTimeout { session: id, timeout: opts.read_timeout });
+                        }
+                        _ = charge.wait_for(want) => {}
+                    }
+                }
             }
             Input::Message { peer } => {
                 let n = buf.len();
