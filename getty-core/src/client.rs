@@ -429,10 +429,14 @@ async fn supervise<P: Send + 'static, C: Connector>(
         shared.state.send_replace(ClientState::Ready);
         // Wait for a session to end (or for close), then refill after the back-off its failure
         // count asks for (a short pause when it had done useful work).
-        let changed = shared.sessions.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if shared.sessions.len() >= opts.connections {
+        // A wake-up may be stale (a permit `remove` left earlier): wait again while all N are up.
+        loop {
+            let changed = shared.sessions.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if shared.sessions.len() < opts.connections {
+                break;
+            }
             tokio::select! {
                 _ = shared.closing.cancelled() => return,
                 _ = &mut changed => {}

@@ -41,7 +41,7 @@ pub mod status;
 
 pub use body::{BodyCodec, Json, Prost};
 pub use client::RpcClient;
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, TransportSecurity};
 pub use connection::OnPeer;
 pub use context::Context;
 pub use error::RpcError;

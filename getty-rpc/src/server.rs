@@ -72,6 +72,7 @@ impl RpcServer {
         F: FnOnce(NewSessionCallback<Frame>) -> Fut,
         Fut: Future<Output = getty_core::Result<Server<Frame>>>,
     {
+        opts.validate()?;
         let peers = Arc::new(PeerSet::default());
         let cb = rpc_sessions(Arc::new(router), Arc::new(opts), peers.clone(), on_peer);
         let core = serve(cb).await?;
