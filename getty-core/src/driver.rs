@@ -405,6 +405,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
                 // Only whole packages are activity (a trickle of bytes is not), marked once per
                 // read, not per package: it reads the clock.
                 let mut delivered = false;
+                let mut pkg_len = None;
                 loop {
                     match deframer.step(&mut buf, max) {
                         Ok(Step::Package(pkg)) => {
@@ -417,7 +418,10 @@ async fn read_loop<P: Send + 'static, S: Source>(
                                 break;
                             }
                         }
-                        Ok(Step::NeedMore) => break,
+                        Ok(Step::NeedMore { pkg_len: n }) => {
+                            pkg_len = n;
+                            break;
+                        }
                         Err(DeframeError::TooLong(len)) => {
                             return Err(Error::TooLong {
                                 session: id,
@@ -437,8 +441,13 @@ async fn read_loop<P: Send + 'static, S: Source>(
                     // What is left began in this read.
                     stall_deadline = Some(Instant::now() + opts.read_timeout);
                 }
-                // Hold budget for the partial package before reading more of it.
-                let want = if buf.is_empty() { 0 } else { buf.capacity() };
+                // Hold budget for the partial package (for what its buffer holds, or the whole
+                // announced length) before reserving room for it and reading more of it.
+                let want = if buf.is_empty() {
+                    0
+                } else {
+                    buf.capacity().max(pkg_len.unwrap_or(0))
+                };
                 let settled = charge.try_settle(want).map_err(|o| Error::PartialBudget {
                     session: id,
                     want: o.want,
@@ -453,6 +462,10 @@ async fn read_loop<P: Send + 'static, S: Source>(
                         }
                         _ = charge.wait_for(want) => {}
                     }
+                }
+                if let Some(n) = pkg_len {
+                    // Room for the whole package now, so a big body is read in few syscalls.
+                    buf.reserve(n.saturating_sub(buf.len()));
                 }
             }
             Input::Message { peer } => {
