@@ -213,6 +213,7 @@ impl ClientBuilder {
             state: state_tx,
             next: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
+            last_end: std::sync::Mutex::new(String::new()),
         });
         let endpoint = connector.endpoint_type();
         shared
@@ -236,6 +237,8 @@ struct ClientShared<P> {
     /// Consecutive failed attempts: dials that failed and sessions that ended before they did
     /// useful work. Reset by a session that did.
     failures: AtomicU32,
+    /// Why the last session that did no useful work ended, for the `Failed` state.
+    last_end: std::sync::Mutex<String>,
 }
 
 impl<P> ClientShared<P> {
@@ -406,8 +409,10 @@ async fn supervise<P: Send + 'static, C: Connector>(
                         if useful {
                             sh.failures.store(0, Ordering::Release);
                         } else {
-                            let n = sh.failures.fetch_add(1, Ordering::AcqRel) + 1;
-                            tracing::info!(session = session.id(), failures = n, "session ended before it did useful work");
+                            let why = session.inner.close_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or_else(|| "closed".to_string(), ToString::to_string);
+                            tracing::info!(session = session.id(), %why, "session ended before it did useful work");
+                            *sh.last_end.lock().unwrap_or_else(|e| e.into_inner()) = format!("a session ended before it did useful work: {why}");
+                            sh.failures.fetch_add(1, Ordering::AcqRel);
                         }
                         sh.sessions.remove(session.id());
                     });
@@ -446,7 +451,8 @@ async fn supervise<P: Send + 'static, C: Connector>(
             return;
         }
         let failures = shared.failures.load(Ordering::Acquire);
-        if gave_up(&opts, &shared, failures, "sessions ended before they did useful work") {
+        let last = shared.last_end.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if gave_up(&opts, &shared, failures, &last) {
             return;
         }
         shared.state.send_replace(ClientState::Connecting);

@@ -213,6 +213,14 @@ fn finish<P: Send + 'static>(session: &Session<P>, listener: &dyn EventListener<
         guarded("on_error", &|| listener.on_error(session, e));
     }
     guarded("on_close", &|| listener.on_close(session));
+    // Kept for the endpoint (a client reports why a session that did no useful work ended).
+    if let Some(e) = err {
+        *session
+            .inner
+            .close_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(e);
+    }
     run_close_callbacks(session);
 }
 

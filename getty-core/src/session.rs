@@ -73,7 +73,7 @@ pub(crate) struct Inner<P> {
     pub(crate) closed: std::sync::atomic::AtomicBool,
     /// Cancelled when `on_close` and the close callbacks have run.
     pub(crate) finished: CancellationToken,
-    /// The first error that ended the session, handed to `on_error`.
+    /// The first error that ended the session, handed to `on_error` (and put back after it).
     pub(crate) close_error: Mutex<Option<Error>>,
     pub(crate) attrs: Mutex<Attributes>,
     active_nanos: AtomicU64,
