@@ -290,8 +290,8 @@ backend!(
 
 mod transport_common;
 
-use getty::registry::Transport;
 use bytes::Bytes;
+use getty::registry::Transport;
 use getty::rpc::{CodecId, TransportSecurity};
 
 fn memory_url() -> String {
@@ -313,14 +313,18 @@ async fn dropping_a_cluster_closes_its_connections() {
     let p = provider(&reg, "p1").await;
     let c = cluster(&reg, Strategy::RoundRobin);
     assert!(c.wait_connected(1, Duration::from_secs(3)).await);
-    within("the provider sees the consumer", Duration::from_secs(3), || {
-        p.core().session_count() == 1
-    })
+    within(
+        "the provider sees the consumer",
+        Duration::from_secs(3),
+        || p.core().session_count() == 1,
+    )
     .await;
     drop(c);
-    within("the dropped cluster's connection closes", Duration::from_secs(1), || {
-        p.core().session_count() == 0
-    })
+    within(
+        "the dropped cluster's connection closes",
+        Duration::from_secs(1),
+        || p.core().session_count() == 0,
+    )
     .await;
     p.close().await;
 }
@@ -334,7 +338,11 @@ async fn close_stops_following_the_directory() {
     c.close().await;
     let p2 = provider(&reg, "p2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(p2.core().session_count(), 0, "a closed cluster dials nothing");
+    assert_eq!(
+        p2.core().session_count(),
+        0,
+        "a closed cluster dials nothing"
+    );
     assert!(c.connected().is_empty());
     let err = c
         .call::<Json, _, String>(None, SVC, "Who", &(), CallOptions::new())
@@ -356,7 +364,9 @@ async fn an_instance_listed_again_at_another_address_is_reconnected() {
     let p2 = RpcServer::start(
         {
             let mut r = Router::new();
-            r.add_json(SVC, "Who", |_ctx: Context, _: ()| async { Ok("p2".to_string()) });
+            r.add_json(SVC, "Who", |_ctx: Context, _: ()| async {
+                Ok("p2".to_string())
+            });
             r
         },
         RpcOptions::default(),
@@ -463,9 +473,7 @@ async fn a_call_fails_at_once_when_every_connected_instance_was_tried() {
     let reg = connect(&memory_url()).await.unwrap();
     let sink = Sink::start().await;
     let _r = reg
-        .register(
-            ServiceInstance::new(SVC, sink.addr.clone()).with_instance_id("deaf"),
-        )
+        .register(ServiceInstance::new(SVC, sink.addr.clone()).with_instance_id("deaf"))
         .await
         .unwrap();
     let mut rpc = RpcOptions {
@@ -543,7 +551,9 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
         .unwrap();
     // A TLS provider.
     let mut r = Router::new();
-    r.add_json(SVC, "Who", |_ctx: Context, _: ()| async { Ok("tls".to_string()) });
+    r.add_json(SVC, "Who", |_ctx: Context, _: ()| async {
+        Ok("tls".to_string())
+    });
     let tls = RpcServer::start(r, RpcOptions::default(), |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
     })
@@ -569,8 +579,16 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
     );
     assert!(c.wait_connected(1, Duration::from_secs(3)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(plain.core().session_count(), 0, "nothing dialled in plaintext");
-    assert_eq!(c.refused(), 2, "both plaintext advertisements refused and counted");
+    assert_eq!(
+        plain.core().session_count(),
+        0,
+        "nothing dialled in plaintext"
+    );
+    assert_eq!(
+        c.refused(),
+        2,
+        "both plaintext advertisements refused and counted"
+    );
     for _ in 0..5 {
         assert_eq!(who(&c, None).await, "tls");
     }
@@ -587,7 +605,10 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
             ..Default::default()
         },
     );
-    within("all three refused", Duration::from_secs(3), || c.refused() == 3).await;
+    within("all three refused", Duration::from_secs(3), || {
+        c.refused() == 3
+    })
+    .await;
     assert!(c.connected().is_empty());
     assert_eq!(tls.core().session_count(), 0);
     c.close().await;

@@ -12,11 +12,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use getty::core::{
-    ClientBuilder, ClientState, CodecError, Decoded, Error, EventListener, LengthPrefixed,
-    Reader, Server, ServerBuilder, Session, SessionConfig, SessionOptions, TokioCodec,
-    new_session,
+    ClientBuilder, ClientState, CodecError, Decoded, Error, EventListener, LengthPrefixed, Reader,
+    Server, ServerBuilder, Session, SessionConfig, SessionOptions, TokioCodec, new_session,
 };
-use getty::rpc::{RpcClient, RpcOptions, RpcServer, Router};
+use getty::rpc::{Router, RpcClient, RpcOptions, RpcServer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -62,7 +61,10 @@ async fn dropping_a_client_closes_its_sessions() {
     client.ready().await.unwrap();
     eventually("server sees 3 sessions", || srv.session_count() == 3).await;
     drop(client);
-    reaches_zero("server after the client was dropped", || srv.session_count()).await;
+    reaches_zero("server after the client was dropped", || {
+        srv.session_count()
+    })
+    .await;
     srv.close().await;
 }
 
@@ -256,7 +258,12 @@ enum Framing {
 
 /// A server whose sessions use `l` and `framing`; a peer connects and sends `send`; the
 /// session must end (the peer sees EOF) with `on_close` and the close callback run once.
-async fn panic_closes_the_session_once(l: Arc<Fragile>, framing: Framing, send: &[u8], cron: Duration) {
+async fn panic_closes_the_session_once(
+    l: Arc<Fragile>,
+    framing: Framing,
+    send: &[u8],
+    cron: Duration,
+) {
     let listener: Arc<dyn EventListener<Bytes>> = l.clone();
     let srv = ServerBuilder::new("127.0.0.1:0")
         .serve_tcp(new_session(move |c: &mut SessionConfig<Bytes>| {
@@ -267,16 +274,19 @@ async fn panic_closes_the_session_once(l: Arc<Fragile>, framing: Framing, send: 
                     .set_writer(Arc::new(LengthPrefixed)),
                 Framing::PanickyDecoder => c.set_tokio_codec(TokioCodec::new(PanickyDecoder)),
             };
-            c.set_event_listener(listener.clone()).set_options(SessionOptions {
-                cron_period: cron,
-                ..Default::default()
-            });
+            c.set_event_listener(listener.clone())
+                .set_options(SessionOptions {
+                    cron_period: cron,
+                    ..Default::default()
+                });
             Ok(())
         }))
         .await
         .unwrap();
     let mut peer = TcpStream::connect(srv.local_addr()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut peer, send).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut peer, send)
+        .await
+        .unwrap();
     let mut b = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut b))
         .await
@@ -300,19 +310,32 @@ async fn a_panic_in_on_cron_closes_the_session_and_runs_on_close_once() {
         panic_in_cron: true,
         ..Default::default()
     });
-    panic_closes_the_session_once(l, Framing::LengthPrefixed, b"", Duration::from_millis(100)).await;
+    panic_closes_the_session_once(l, Framing::LengthPrefixed, b"", Duration::from_millis(100))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_reader_closes_the_session_and_runs_on_close_once() {
     let l = Arc::new(Fragile::default());
-    panic_closes_the_session_once(l, Framing::PanickyReader, &[0xFF, 0, 0, 0], Duration::from_secs(3600)).await;
+    panic_closes_the_session_once(
+        l,
+        Framing::PanickyReader,
+        &[0xFF, 0, 0, 0],
+        Duration::from_secs(3600),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_tokio_decoder_closes_the_session_and_runs_on_close_once() {
     let l = Arc::new(Fragile::default());
-    panic_closes_the_session_once(l, Framing::PanickyDecoder, &[0xFF], Duration::from_secs(3600)).await;
+    panic_closes_the_session_once(
+        l,
+        Framing::PanickyDecoder,
+        &[0xFF],
+        Duration::from_secs(3600),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +361,11 @@ async fn a_panic_in_on_open_rejects_the_session_and_runs_its_close_callbacks() {
     })
     .await;
     assert_eq!(srv.session_count(), 0);
-    assert_eq!(l.closes.load(Ordering::SeqCst), 0, "a rejected session gets no on_close");
+    assert_eq!(
+        l.closes.load(Ordering::SeqCst),
+        0,
+        "a rejected session gets no on_close"
+    );
     // The server goes on accepting.
     let _peer2 = TcpStream::connect(srv.local_addr()).await.unwrap();
     eventually("a second connection is handled", || {
@@ -457,7 +484,10 @@ async fn rpc_heartbeats_that_would_overflow_are_refused() {
 // ---- reconnect back-off against a peer that accepts and closes at once ----
 
 /// A listener that accepts and closes each connection at once; reports each accept's time.
-async fn slammer() -> (String, tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>) {
+async fn slammer() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
+) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -532,7 +562,9 @@ async fn a_session_that_did_useful_work_resets_the_failure_count() {
     for _ in 0..4 {
         client.ready().await.unwrap();
         let s = client.session().unwrap();
-        s.write_pkg(&Bytes::from_static(b"ping"), None).await.unwrap();
+        s.write_pkg(&Bytes::from_static(b"ping"), None)
+            .await
+            .unwrap();
         loop {
             if let Ev::Msg(..) = next(&mut crx).await {
                 break;

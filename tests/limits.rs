@@ -106,7 +106,9 @@ async fn the_partial_package_budget_holds_under_200_stalled_peers() {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let body = body.clone();
         peers.push(tokio::spawn(async move {
-            s.write_all(&(ANNOUNCED as u32).to_be_bytes()).await.unwrap();
+            s.write_all(&(ANNOUNCED as u32).to_be_bytes())
+                .await
+                .unwrap();
             // Most of it stays in the kernel's buffers while the session waits for budget.
             let _ = s.write_all(&body).await;
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -174,7 +176,9 @@ async fn a_package_bigger_than_the_whole_budget_closes_its_session() {
     let mut back = [0u8; 6];
     peer.read_exact(&mut back).await.unwrap();
     assert_eq!(&back[4..], b"hi");
-    peer.write_all(&(2 * MB as u32).to_be_bytes()).await.unwrap();
+    peer.write_all(&(2 * MB as u32).to_be_bytes())
+        .await
+        .unwrap();
     loop {
         match next_non_cron(&mut rx).await {
             Ev::Error(_, e) => {

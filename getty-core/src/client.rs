@@ -451,7 +451,11 @@ async fn supervise<P: Send + 'static, C: Connector>(
             return;
         }
         let failures = shared.failures.load(Ordering::Acquire);
-        let last = shared.last_end.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = shared
+            .last_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if gave_up(&opts, &shared, failures, &last) {
             return;
         }
@@ -479,6 +483,8 @@ fn gave_up<P>(opts: &ClientBuilder, shared: &ClientShared<P>, failures: u32, las
         last: last.to_string(),
     };
     tracing::error!(error = %err, "client gives up");
-    shared.state.send_replace(ClientState::Failed(Arc::new(err)));
+    shared
+        .state
+        .send_replace(ClientState::Failed(Arc::new(err)));
     true
 }

@@ -72,7 +72,9 @@ pub(crate) enum Step<P> {
     Package(P),
     /// `pkg_len`: the whole package's length when the reader already knows it. The session
     /// reserves room for it once its partial-package budget allows (see `budget.rs`).
-    NeedMore { pkg_len: Option<usize> },
+    NeedMore {
+        pkg_len: Option<usize>,
+    },
 }
 
 /// Why deframing failed; the driver adds the session id.

@@ -462,7 +462,11 @@ async fn read_loop<P: Send + 'static, S: Source>(
                     budget: o.total,
                 })?;
                 if !settled {
-                    tracing::debug!(session = id, want, "partial-package budget spent; reads paused");
+                    tracing::debug!(
+                        session = id,
+                        want,
+                        "partial-package budget spent; reads paused"
+                    );
                     tokio::select! {
                         _ = closing.wait(session) => return Ok(()),
                         _ = sleep_until_opt(stall_deadline) => {

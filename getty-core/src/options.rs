@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 pub struct SessionOptions {
     /// Longest package accepted, in bytes; 0 means unlimited. Default 4 MiB.
     pub max_msg_len: usize,
-    /// How long a *partially received* package may stall before the session fails. An idle
-    /// session with nothing buffered never times out: idleness is the listener's call, in cron.
+    /// How long one package may take from its first byte to its last before the session fails
+    /// (a peer that trickles bytes is cut too). An idle session with nothing buffered never
+    /// times out: idleness is the listener's call, in cron.
     pub read_timeout: Duration,
     /// How long one socket write may take before the session fails with a write timeout.
     pub write_timeout: Duration,

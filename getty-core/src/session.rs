@@ -263,7 +263,8 @@ impl<P: Send + 'static> Session<P> {
 
     // ---- activity and stats ----
 
-    /// When a package (or WebSocket ping/pong) last arrived. Writes never move it.
+    /// When a whole package (or a WebSocket ping/pong) last arrived. Writes never move it, nor
+    /// do the bytes of an unfinished package (a trickling peer is not alive).
     pub fn active(&self) -> Instant {
         epoch() + Duration::from_nanos(self.inner.active_nanos.load(Ordering::Relaxed))
     }

@@ -192,7 +192,11 @@ impl Cluster {
             .dir
             .instances()
             .iter()
-            .filter(|i| conns.get(&Key::of(i)).is_some_and(|c| c.client.is_connected()))
+            .filter(|i| {
+                conns
+                    .get(&Key::of(i))
+                    .is_some_and(|c| c.client.is_connected())
+            })
             .cloned()
             .collect()
     }
@@ -313,7 +317,12 @@ impl Cluster {
             .collect();
         let mut waits: Vec<_> = clients
             .iter()
-            .map(|c| Box::pin(async move { c.core().state_changed().await; }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>)
+            .map(|c| {
+                Box::pin(async move {
+                    c.core().state_changed().await;
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>
+            })
             .collect();
         waits.push(Box::pin(self.inner.dir.changed()));
         tokio::select! {
@@ -325,7 +334,10 @@ impl Cluster {
     /// Stops following the directory and closes every connection (pending calls fail).
     pub async fn close(&self) {
         self.stop_following();
-        let all: Vec<_> = lock(&self.inner.conns).drain().map(|(_, c)| c.client).collect();
+        let all: Vec<_> = lock(&self.inner.conns)
+            .drain()
+            .map(|(_, c)| c.client)
+            .collect();
         for c in all {
             c.close().await;
         }
@@ -355,7 +367,10 @@ fn refusal(opts: &ClusterOptions, inst: &ServiceInstance) -> Option<String> {
             .as_ref()
             .is_some_and(|t| t.rustls_config().client_auth_cert_resolver.has_certs())
     {
-        return Some("the cluster requires mutual TLS but its TLS config has no client certificate".to_string());
+        return Some(
+            "the cluster requires mutual TLS but its TLS config has no client certificate"
+                .to_string(),
+        );
     }
     None
 }

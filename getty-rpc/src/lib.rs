@@ -20,7 +20,8 @@
 //! - `connection` (internal): the protocol on one connection, as a getty-core event listener.
 //! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
 //! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
-//!   instances, balances calls, fails over calls that were never sent, drains removed instances.
+//!   instances, balances calls, fails over calls that were never sent, drains removed instances,
+//!   and can refuse plaintext instances ([`TransportSecurity`]).
 //!   Providers publish with [`RpcServer::publish`] and leave with [`RpcServer::shutdown`].
 //! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
 //! - [`options`]: [`RpcOptions`] (timeouts, in-flight limit, heartbeats, frame limit).
