@@ -16,6 +16,16 @@ use getty::rpc::{
 const SVC: &str = "cluster.Echo";
 
 async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
+    provider_as(
+        reg,
+        name,
+        ServiceInstance::new(SVC, "").with_instance_id(name),
+    )
+    .await
+}
+
+/// The router of a provider: `Who` answers `name`, `Slow` sleeps.
+fn provider_router(name: &str) -> Router {
     let mut r = Router::new();
     let me = name.to_string();
     r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
@@ -26,14 +36,17 @@ async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(ms)
     });
-    let s = RpcServer::start(r, RpcOptions::default(), |cb| {
+    r
+}
+
+/// A TCP provider answering `name`, published as `inst` (its address filled in).
+async fn provider_as(reg: &Arc<dyn Registry>, name: &str, inst: ServiceInstance) -> RpcServer {
+    let s = RpcServer::start(provider_router(name), RpcOptions::default(), |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
     })
     .await
     .unwrap();
-    s.publish(&**reg, ServiceInstance::new(SVC, "").with_instance_id(name))
-        .await
-        .unwrap();
+    s.publish(&**reg, inst).await.unwrap();
     s
 }
 
@@ -298,6 +311,15 @@ fn memory_url() -> String {
     format!("memory://cluster-lc-{}", fastrand::u64(..))
 }
 
+/// A memory registry, provider "p1" and a cluster connected to it.
+async fn one_provider() -> (Arc<dyn Registry>, RpcServer, Cluster) {
+    let reg = connect(&memory_url()).await.unwrap();
+    let p = provider(&reg, "p1").await;
+    let c = cluster(&reg, Strategy::RoundRobin);
+    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    (reg, p, c)
+}
+
 /// Waits (at most `within`) until `f` holds.
 async fn within(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let t = tokio::time::Instant::now();
@@ -309,10 +331,7 @@ async fn within(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_cluster_closes_its_connections() {
-    let reg = connect(&memory_url()).await.unwrap();
-    let p = provider(&reg, "p1").await;
-    let c = cluster(&reg, Strategy::RoundRobin);
-    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    let (_reg, p, c) = one_provider().await;
     within(
         "the provider sees the consumer",
         Duration::from_secs(3),
@@ -331,10 +350,7 @@ async fn dropping_a_cluster_closes_its_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_stops_following_the_directory() {
-    let reg = connect(&memory_url()).await.unwrap();
-    let p1 = provider(&reg, "p1").await;
-    let c = cluster(&reg, Strategy::RoundRobin);
-    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    let (reg, p1, c) = one_provider().await;
     c.close().await;
     let p2 = provider(&reg, "p2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -355,28 +371,15 @@ async fn close_stops_following_the_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_listed_again_at_another_address_is_reconnected() {
-    let reg = connect(&memory_url()).await.unwrap();
-    let p1 = provider(&reg, "p1").await;
-    let c = cluster(&reg, Strategy::RoundRobin);
-    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    let (reg, p1, c) = one_provider().await;
     assert_eq!(who(&c, None).await, "p1");
     // A new server takes over the same instance id (a restart on another port).
-    let p2 = RpcServer::start(
-        {
-            let mut r = Router::new();
-            r.add_json(SVC, "Who", |_ctx: Context, _: ()| async {
-                Ok("p2".to_string())
-            });
-            r
-        },
-        RpcOptions::default(),
-        |cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb),
+    let p2 = provider_as(
+        &reg,
+        "p2",
+        ServiceInstance::new(SVC, "").with_instance_id("p1"),
     )
-    .await
-    .unwrap();
-    p2.publish(&*reg, ServiceInstance::new(SVC, "").with_instance_id("p1"))
-        .await
-        .unwrap();
+    .await;
     let t = tokio::time::Instant::now();
     loop {
         if let Ok(w) = c
@@ -402,26 +405,10 @@ async fn the_same_id_in_two_groups_is_two_instances() {
     let reg = connect(&memory_url()).await.unwrap();
     let mut ps = Vec::new();
     for (group, name) in [("a", "in-a"), ("b", "in-b")] {
-        let mut r = Router::new();
-        let me = name.to_string();
-        r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
-            let me = me.clone();
-            async move { Ok(me) }
-        });
-        let s = RpcServer::start(r, RpcOptions::default(), |cb| {
-            ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
-        })
-        .await
-        .unwrap();
-        s.publish(
-            &*reg,
-            ServiceInstance::new(SVC, "")
-                .with_group(group)
-                .with_instance_id("same"),
-        )
-        .await
-        .unwrap();
-        ps.push(s);
+        let inst = ServiceInstance::new(SVC, "")
+            .with_group(group)
+            .with_instance_id("same");
+        ps.push(provider_as(&reg, name, inst).await);
     }
     let c = cluster(&reg, Strategy::RoundRobin);
     assert!(
@@ -550,11 +537,7 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
         .await
         .unwrap();
     // A TLS provider.
-    let mut r = Router::new();
-    r.add_json(SVC, "Who", |_ctx: Context, _: ()| async {
-        Ok("tls".to_string())
-    });
-    let tls = RpcServer::start(r, RpcOptions::default(), |cb| {
+    let tls = RpcServer::start(provider_router("tls"), RpcOptions::default(), |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
     })
     .await
@@ -567,16 +550,20 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
     )
     .await
     .unwrap();
-    let c = Cluster::new(
-        reg.clone(),
-        Query::new(SVC),
-        Router::new(),
-        ClusterOptions {
-            tls: Some(pki.client()),
-            security: TransportSecurity::Tls,
-            ..Default::default()
-        },
-    );
+    // A cluster that trusts the CA (no client certificate) and requires `security`.
+    let secure = |security| {
+        Cluster::new(
+            reg.clone(),
+            Query::new(SVC),
+            Router::new(),
+            ClusterOptions {
+                tls: Some(pki.client()),
+                security,
+                ..Default::default()
+            },
+        )
+    };
+    let c = secure(TransportSecurity::Tls);
     assert!(c.wait_connected(1, Duration::from_secs(3)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -595,16 +582,7 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
     c.close().await;
 
     // Mutual TLS required, but no client certificate: the TLS instance is refused too.
-    let c = Cluster::new(
-        reg.clone(),
-        Query::new(SVC),
-        Router::new(),
-        ClusterOptions {
-            tls: Some(pki.client()),
-            security: TransportSecurity::MutualTls,
-            ..Default::default()
-        },
-    );
+    let c = secure(TransportSecurity::MutualTls);
     within("all three refused", Duration::from_secs(3), || {
         c.refused() == 3
     })

@@ -35,6 +35,16 @@ async fn server() -> (Server<Bytes>, tokio::sync::mpsc::UnboundedReceiver<Ev>) {
     (s, rx)
 }
 
+/// Reads from `peer` until EOF (at most `within`): the other end closed the connection.
+async fn expect_eof(peer: &mut TcpStream, within: Duration, what: &str) {
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(within, peer.read(&mut b))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not closed within {within:?}"))
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{what}: EOF");
+}
+
 /// Waits (at most 1 s) until `count()` is 0.
 async fn reaches_zero(what: &str, count: impl Fn() -> usize) {
     let t = tokio::time::Instant::now();
@@ -74,12 +84,12 @@ async fn dropping_a_server_closes_its_sessions() {
     let mut peer = TcpStream::connect(srv.local_addr()).await.unwrap();
     eventually("server sees the peer", || srv.session_count() == 1).await;
     drop(srv);
-    let mut b = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(1), peer.read(&mut b))
-        .await
-        .expect("the dropped server closes the connection within 1 s")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "EOF");
+    expect_eof(
+        &mut peer,
+        Duration::from_secs(1),
+        "the dropped server's connection",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,12 +297,7 @@ async fn panic_closes_the_session_once(
     tokio::io::AsyncWriteExt::write_all(&mut peer, send)
         .await
         .unwrap();
-    let mut b = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut b))
-        .await
-        .expect("the panicking session is closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "EOF");
+    expect_eof(&mut peer, Duration::from_secs(5), "the panicking session").await;
     eventually("the session leaves the server", || srv.session_count() == 0).await;
     srv.close().await;
     assert_eq!(l.closes.load(Ordering::SeqCst), 1, "on_close once");
@@ -350,12 +355,7 @@ async fn a_panic_in_on_open_rejects_the_session_and_runs_its_close_callbacks() {
         .await
         .unwrap();
     let mut peer = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let mut b = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut b))
-        .await
-        .expect("the rejected connection is closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    expect_eof(&mut peer, Duration::from_secs(5), "the rejected connection").await;
     eventually("the close callback ran", || {
         l.callbacks.load(Ordering::SeqCst) == 1
     })

@@ -68,17 +68,15 @@ impl RpcOptions {
     /// `RpcServer` and `RpcClient` call it before they start.
     pub fn validate(&self) -> getty_core::Result<()> {
         use getty_core::options::check_duration;
-        let bad = |name, reason: &str| {
-            Err(getty_core::Error::InvalidOption {
-                name,
-                reason: reason.to_string(),
-            })
+        let zero = |name| getty_core::Error::InvalidOption {
+            name,
+            reason: "must be above zero".to_string(),
         };
         if self.heartbeat_period.is_zero() {
-            return bad("heartbeat_period", "must be above zero");
+            return Err(zero("heartbeat_period"));
         }
         if self.heartbeat_misses == 0 {
-            return bad("heartbeat_misses", "must be above zero");
+            return Err(zero("heartbeat_misses"));
         }
         let silence = self
             .heartbeat_period
