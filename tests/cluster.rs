@@ -593,3 +593,16 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
     plain.close().await;
     tls.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_before_any_connection_waits_for_one() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let p = provider(&reg, "p1").await;
+    for _ in 0..20 {
+        // No wait_connected: the call waits for the first connection (woken by it, no polling).
+        let c = cluster(&reg, Strategy::RoundRobin);
+        assert_eq!(who(&c, None).await, "p1");
+        c.close().await;
+    }
+    p.close().await;
+}

@@ -560,7 +560,7 @@ async fn a_session_that_did_useful_work_resets_the_failure_count() {
         .connect_tcp(setup(l, opts()))
         .unwrap();
     for _ in 0..4 {
-        client.ready().await.unwrap();
+        eventually("reconnected", || client.session().is_some()).await;
         let s = client.session().unwrap();
         s.write_pkg(&Bytes::from_static(b"ping"), None)
             .await

@@ -280,9 +280,11 @@ impl<P: Send + 'static> Client<P> {
             }
         }
     }
-    /// Completes when the state changes next.
+    /// Completes when the state changes next (after this future is first polled).
     pub async fn state_changed(&self) -> ClientState {
         let mut rx = self.state.clone();
+        // A clone remembers what the original saw, which may be long ago.
+        rx.mark_unchanged();
         let _ = rx.changed().await;
         rx.borrow().clone()
     }

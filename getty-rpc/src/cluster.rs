@@ -94,6 +94,8 @@ struct Inner {
     /// Instances refused by the transport policy, each counted once per advertisement.
     refused: Mutex<HashSet<(Key, Transport, String)>>,
     refused_count: AtomicU64,
+    /// Bumped whenever the follower changes `conns`, so a waiting call sees new connections.
+    conns_changed: tokio::sync::watch::Sender<()>,
 }
 
 /// What identifies an instance: ids are unique per service, group and version only.
@@ -159,6 +161,7 @@ impl Cluster {
             closed: AtomicBool::new(false),
             refused: Mutex::new(HashSet::new()),
             refused_count: AtomicU64::new(0),
+            conns_changed: tokio::sync::watch::Sender::new(()),
         });
         let rx = inner.dir.subscribe();
         let task = tokio::spawn(follow(Arc::downgrade(&inner), rx));
@@ -311,6 +314,8 @@ impl Cluster {
     /// Waits until some instance's connection state or the instance list changes, or until
     /// `deadline` (then false).
     async fn connection_change(&self, deadline: tokio::time::Instant) -> bool {
+        // Subscribed before the clients are listed: a client added after is a change.
+        let mut conns_changed = self.inner.conns_changed.subscribe();
         let clients: Vec<Arc<RpcClient>> = lock(&self.inner.conns)
             .values()
             .map(|c| c.client.clone())
@@ -324,9 +329,21 @@ impl Cluster {
                     as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>
             })
             .collect();
-        waits.push(Box::pin(self.inner.dir.changed()));
+        waits.push(Box::pin(async move {
+            let _ = conns_changed.changed().await;
+        }));
+        let mut any = futures_util::future::select_all(waits);
+        // The first poll subscribes every wait; a connection that came up before it is seen
+        // by the check after it, one that comes up later wakes a wait.
+        let early = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut any).poll(cx).is_ready())
+        })
+        .await;
+        if early || !self.connected().is_empty() {
+            return true;
+        }
         tokio::select! {
-            _ = futures_util::future::select_all(waits) => true,
+            _ = any => true,
             _ = tokio::time::sleep_until(deadline) => false,
         }
     }
@@ -430,6 +447,7 @@ async fn follow(
                 }
             }
         }
+        me.conns_changed.send_replace(());
         for c in removed {
             tokio::spawn(drain(c, me.opts.drain_grace));
         }

@@ -39,6 +39,9 @@ pub(crate) fn rpc_sessions(
 }
 
 /// An RPC server: serves its router to every connection and can call each connected peer.
+/// Dropping it closes it like the getty-core [`Server`] it wraps (accepting stops, every
+/// connection starts closing); [`RpcServer::shutdown`] and [`RpcServer::close`] are the awaited
+/// forms.
 pub struct RpcServer {
     core: Server<Frame>,
     peers: Arc<PeerSet>,
