@@ -453,6 +453,22 @@ async fn durations_that_would_overflow_a_deadline_are_refused() {
             .unwrap_or_else(|| panic!("client {name} = Duration::MAX accepted"));
         assert!(matches!(err, Error::InvalidOption { .. }), "{err}");
     }
+    let (l, _rx) = recorder(false);
+    let err = ClientBuilder::new("127.0.0.1:1")
+        .max_backoff(Duration::MAX)
+        .connect_tcp(setup(l, opts()))
+        .err()
+        .expect("max_backoff = Duration::MAX refused");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOption {
+                name: "max_backoff",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]

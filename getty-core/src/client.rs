@@ -201,6 +201,9 @@ impl ClientBuilder {
         new_session: NewSessionCallback<P>,
     ) -> Result<Client<P>> {
         self.session.validate()?;
+        // A back-off is scaled by the jitter (`Duration::mul_f64` panics on overflow).
+        crate::options::check_duration("reconnect_interval", self.reconnect_interval)?;
+        crate::options::check_duration("max_backoff", self.max_backoff)?;
         let (state_tx, state) = watch::channel(ClientState::Connecting);
         let shared = Arc::new(ClientShared {
             sessions: SessionSet::new(),
