@@ -79,6 +79,60 @@ async fn a_trickling_peer_is_cut_at_the_read_timeout_and_is_not_activity() {
     srv.close().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_websocket_peer_trickling_a_message_is_cut_at_the_read_timeout() {
+    let read_timeout = Duration::from_secs(2);
+    let o = SessionOptions {
+        read_timeout,
+        cron_period: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let (l, mut rx) = recorder(false);
+    let srv = ServerBuilder::new("127.0.0.1:0")
+        .serve_ws("/ws", setup(l, o))
+        .await
+        .unwrap();
+    let tcp = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", srv.local_addr()), tcp)
+        .await
+        .unwrap();
+    let Ev::Open(sid) = next(&mut rx).await else {
+        panic!("open first")
+    };
+    // A masked binary frame announcing 1 MiB, then one payload byte every 500 ms.
+    let start = tokio::time::Instant::now();
+    let mut head = vec![0x82, 0x80 | 127];
+    head.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    ws.get_mut().write_all(&head).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..24 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if ws.get_mut().write_all(&[7]).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let mut err = None;
+    loop {
+        match next_non_cron(&mut rx).await {
+            Ev::Error(id, e) if id == sid => err = Some(e),
+            Ev::Close(id) if id == sid => break,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    let took = start.elapsed();
+    let err = err.expect("on_error before on_close");
+    assert!(err.contains("read timeout"), "{err}");
+    assert!(
+        took >= read_timeout && took < read_timeout + Duration::from_millis(600),
+        "cut after {took:?}, read timeout {read_timeout:?}"
+    );
+    trickle.abort();
+    srv.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partial_package_budget_holds_under_200_stalled_peers() {
     const PEERS: usize = 200;

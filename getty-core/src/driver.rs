@@ -45,6 +45,9 @@ pub(crate) enum Input {
     Message { peer: Option<SocketAddr> },
     /// A transport keep-alive arrived (WebSocket ping or pong): activity, but no package.
     Control,
+    /// Bytes of a message arrived but the message is not complete (WebSocket): not activity;
+    /// the read timeout runs from the first such read.
+    Partial,
 }
 
 /// The read half of a transport. `read` must be cancel-safe: it runs inside `select!`.
@@ -407,7 +410,14 @@ async fn read_loop<P: Send + 'static, S: Source>(
                 }
                 return Ok(());
             }
-            Input::Control => session.update_active(),
+            Input::Control => {
+                // A whole frame: what was partial is complete.
+                stall_deadline = None;
+                session.update_active();
+            }
+            Input::Partial => {
+                stall_deadline.get_or_insert_with(|| Instant::now() + opts.read_timeout);
+            }
             Input::Stream(n) => {
                 session.inner.stats.add_read(n as u64);
                 // Only whole packages are activity (a trickle of bytes is not), marked once per
@@ -481,6 +491,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
                 }
             }
             Input::Message { peer } => {
+                stall_deadline = None;
                 let n = buf.len();
                 session.inner.stats.add_read(n as u64);
                 let target = match peer {
