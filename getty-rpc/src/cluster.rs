@@ -122,7 +122,8 @@ impl Key {
 struct Conn {
     client: Arc<RpcClient>,
     transport: Transport,
-    address: String,
+    /// The dialled address (see `dial_target`).
+    target: String,
 }
 
 /// The consumers' side of one service: see the module docs.
@@ -410,7 +411,7 @@ async fn follow(
             conns.retain(|key, c| {
                 // Kept only if listed at the same place; a moved instance is dialled anew below.
                 let keep = list.iter().any(|i| {
-                    Key::of(i) == *key && i.address == c.address && i.transport == c.transport
+                    Key::of(i) == *key && dial_target(i) == c.target && i.transport == c.transport
                 });
                 if !keep {
                     removed.push(c.client.clone());
@@ -437,7 +438,7 @@ async fn follow(
                             Conn {
                                 client: Arc::new(c),
                                 transport: inst.transport,
-                                address: inst.address.clone(),
+                                target: dial_target(inst),
                             },
                         );
                     }
@@ -472,8 +473,9 @@ async fn drain(c: Arc<RpcClient>, grace: Duration) {
     c.close().await;
 }
 
-fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> {
-    let addr = match inst.transport {
+/// What the cluster dials for `inst`: its address, as a URL for WebSocket instances.
+fn dial_target(inst: &ServiceInstance) -> String {
+    match inst.transport {
         Transport::Ws | Transport::Wss if !inst.address.contains("://") => {
             let scheme = if inst.transport == Transport::Ws {
                 "ws"
@@ -484,7 +486,11 @@ fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> 
             format!("{scheme}://{}{path}", inst.address)
         }
         _ => inst.address.clone(),
-    };
+    }
+}
+
+fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> {
+    let addr = dial_target(inst);
     let o = &me.opts;
     let tls = || {
         o.tls.clone().ok_or(getty_core::Error::InvalidOption {
