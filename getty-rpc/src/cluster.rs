@@ -406,6 +406,11 @@ async fn follow(
             return;
         }
         let mut removed = Vec::new();
+        // Forget refusals of instances no longer listed (one listed again is counted again).
+        lock(&me.refused).retain(|(key, transport, address)| {
+            list.iter()
+                .any(|i| Key::of(i) == *key && i.transport == *transport && i.address == *address)
+        });
         {
             let mut conns = lock(&me.conns);
             conns.retain(|key, c| {
