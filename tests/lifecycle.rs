@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use getty::core::{
     ClientBuilder, ClientState, CodecError, Decoded, Error, EventListener, LengthPrefixed, Reader,
-    Server, ServerBuilder, Session, SessionConfig, SessionOptions, TokioCodec, new_session,
+    Server, ServerBuilder, Session, SessionConfig, SessionOptions, TaskPool, TokioCodec,
+    new_session,
 };
 use getty::rpc::{Router, RpcClient, RpcOptions, RpcServer};
 use tokio::io::AsyncReadExt;
@@ -273,9 +274,14 @@ async fn panic_closes_the_session_once(
     framing: Framing,
     send: &[u8],
     cron: Duration,
+    pool: Option<TaskPool>,
 ) {
     let listener: Arc<dyn EventListener<Bytes>> = l.clone();
-    let srv = ServerBuilder::new("127.0.0.1:0")
+    let mut builder = ServerBuilder::new("127.0.0.1:0");
+    if let Some(pool) = pool {
+        builder = builder.task_pool(pool);
+    }
+    let srv = builder
         .serve_tcp(new_session(move |c: &mut SessionConfig<Bytes>| {
             match framing {
                 Framing::LengthPrefixed => c.set_pkg_handler(Arc::new(LengthPrefixed)),
@@ -315,8 +321,31 @@ async fn a_panic_in_on_cron_closes_the_session_and_runs_on_close_once() {
         panic_in_cron: true,
         ..Default::default()
     });
-    panic_closes_the_session_once(l, Framing::LengthPrefixed, b"", Duration::from_millis(100))
-        .await;
+    panic_closes_the_session_once(
+        l,
+        Framing::LengthPrefixed,
+        b"",
+        Duration::from_millis(100),
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_on_cron_on_a_task_pool_closes_the_session_and_runs_on_close_once() {
+    let l = Arc::new(Fragile {
+        panic_in_cron: true,
+        ..Default::default()
+    });
+    let pool = TaskPool::new(2, 16).unwrap();
+    panic_closes_the_session_once(
+        l,
+        Framing::LengthPrefixed,
+        b"",
+        Duration::from_millis(50),
+        Some(pool),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +356,7 @@ async fn a_panic_in_a_reader_closes_the_session_and_runs_on_close_once() {
         Framing::PanickyReader,
         &[0xFF, 0, 0, 0],
         Duration::from_secs(3600),
+        None,
     )
     .await;
 }
@@ -339,6 +369,7 @@ async fn a_panic_in_a_tokio_decoder_closes_the_session_and_runs_on_close_once() 
         Framing::PanickyDecoder,
         &[0xFF],
         Duration::from_secs(3600),
+        None,
     )
     .await;
 }
