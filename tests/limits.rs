@@ -18,20 +18,67 @@ use tokio::net::TcpStream;
 #[global_allocator]
 static A: Counting = Counting;
 
-#[tokio::test(start_paused = true)]
-async fn a_trickling_peer_is_cut_at_the_read_timeout_and_is_not_activity() {
-    let read_timeout = Duration::from_secs(2);
-    let o = SessionOptions {
-        read_timeout,
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn trickle_opts() -> SessionOptions {
+    SessionOptions {
+        read_timeout: READ_TIMEOUT,
         cron_period: Duration::from_secs(3600),
         ..Default::default()
-    };
+    }
+}
+
+/// Writes `head`, then one byte every 500 ms for 12 s, then holds the connection open.
+fn trickle<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut w: W,
+    head: Vec<u8>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if w.write_all(&head).await.is_err() {
+            return;
+        }
+        for _ in 0..24 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if w.write_all(&[7]).await.is_err() {
+                return;
+            }
+        }
+        // Still connected after 12 s: keep the socket so the session is not ended by EOF.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    })
+}
+
+/// The session `sid` must fail with a read timeout and close, `READ_TIMEOUT` after `start`.
+async fn cut_at_the_read_timeout(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Ev>,
+    sid: u64,
+    start: tokio::time::Instant,
+) {
+    let mut err = None;
+    loop {
+        match next_non_cron(rx).await {
+            Ev::Error(id, e) if id == sid => err = Some(e),
+            Ev::Close(id) if id == sid => break,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    let took = start.elapsed();
+    let err = err.expect("on_error before on_close");
+    assert!(err.contains("read timeout"), "{err}");
+    assert!(
+        took >= READ_TIMEOUT && took < READ_TIMEOUT + Duration::from_millis(600),
+        "cut after {took:?}, read timeout {READ_TIMEOUT:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickling_peer_is_cut_at_the_read_timeout_and_is_not_activity() {
     let (l, mut rx) = recorder(false);
     let srv = ServerBuilder::new("127.0.0.1:0")
-        .serve_tcp(setup(l, o))
+        .serve_tcp(setup(l, trickle_opts()))
         .await
         .unwrap();
-    let mut peer = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let peer = TcpStream::connect(srv.local_addr()).await.unwrap();
     let Ev::Open(sid) = next(&mut rx).await else {
         panic!("open first")
     };
@@ -39,17 +86,7 @@ async fn a_trickling_peer_is_cut_at_the_read_timeout_and_is_not_activity() {
     let active_at_open = session.active();
     // A header announcing 1 MiB, then one byte every 500 ms.
     let start = tokio::time::Instant::now();
-    peer.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
-    let trickle = tokio::spawn(async move {
-        for _ in 0..24 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if peer.write_all(&[7]).await.is_err() {
-                return;
-            }
-        }
-        // Still connected after 12 s: keep the socket so the session is not ended by EOF.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    });
+    let t = trickle(peer, (1u32 << 20).to_be_bytes().to_vec());
     tokio::time::sleep(Duration::from_millis(1700)).await;
     assert!(
         session.stats().read_bytes >= 4 + 3,
@@ -60,40 +97,20 @@ async fn a_trickling_peer_is_cut_at_the_read_timeout_and_is_not_activity() {
         active_at_open,
         "bytes of an unfinished package are not activity"
     );
-    let mut err = None;
-    loop {
-        match next_non_cron(&mut rx).await {
-            Ev::Error(id, e) if id == sid => err = Some(e),
-            Ev::Close(id) if id == sid => break,
-            e => panic!("unexpected {e:?}"),
-        }
-    }
-    let took = start.elapsed();
-    let err = err.expect("on_error before on_close");
-    assert!(err.contains("read timeout"), "{err}");
-    assert!(
-        took >= read_timeout && took < read_timeout + Duration::from_millis(600),
-        "cut after {took:?}, read timeout {read_timeout:?}"
-    );
-    trickle.abort();
+    cut_at_the_read_timeout(&mut rx, sid, start).await;
+    t.abort();
     srv.close().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_websocket_peer_trickling_a_message_is_cut_at_the_read_timeout() {
-    let read_timeout = Duration::from_secs(2);
-    let o = SessionOptions {
-        read_timeout,
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    };
     let (l, mut rx) = recorder(false);
     let srv = ServerBuilder::new("127.0.0.1:0")
-        .serve_ws("/ws", setup(l, o))
+        .serve_ws("/ws", setup(l, trickle_opts()))
         .await
         .unwrap();
     let tcp = TcpStream::connect(srv.local_addr()).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", srv.local_addr()), tcp)
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", srv.local_addr()), tcp)
         .await
         .unwrap();
     let Ev::Open(sid) = next(&mut rx).await else {
@@ -104,32 +121,9 @@ async fn a_websocket_peer_trickling_a_message_is_cut_at_the_read_timeout() {
     let mut head = vec![0x82, 0x80 | 127];
     head.extend_from_slice(&(1u64 << 20).to_be_bytes());
     head.extend_from_slice(&[1, 2, 3, 4]);
-    ws.get_mut().write_all(&head).await.unwrap();
-    let trickle = tokio::spawn(async move {
-        for _ in 0..24 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if ws.get_mut().write_all(&[7]).await.is_err() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    });
-    let mut err = None;
-    loop {
-        match next_non_cron(&mut rx).await {
-            Ev::Error(id, e) if id == sid => err = Some(e),
-            Ev::Close(id) if id == sid => break,
-            e => panic!("unexpected {e:?}"),
-        }
-    }
-    let took = start.elapsed();
-    let err = err.expect("on_error before on_close");
-    assert!(err.contains("read timeout"), "{err}");
-    assert!(
-        took >= read_timeout && took < read_timeout + Duration::from_millis(600),
-        "cut after {took:?}, read timeout {read_timeout:?}"
-    );
-    trickle.abort();
+    let t = trickle(ws.into_inner(), head);
+    cut_at_the_read_timeout(&mut rx, sid, start).await;
+    t.abort();
     srv.close().await;
 }
 
