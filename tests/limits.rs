@@ -245,3 +245,24 @@ async fn a_package_bigger_than_the_whole_budget_closes_its_session() {
     assert_eq!(n, 0);
     srv.close().await;
 }
+
+#[tokio::test]
+async fn a_budget_below_two_reads_is_refused() {
+    let (l, _rx) = recorder(false);
+    let err = ServerBuilder::new("127.0.0.1:0")
+        .partial_budget(1000)
+        .serve_tcp(setup(l, SessionOptions::default()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            getty::core::Error::InvalidOption {
+                name: "partial_budget",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -107,7 +107,7 @@ impl ServerBuilder {
     /// receiving (0: no cap). A session that cannot get budget for its partial package stops
     /// reading until others release some, and is cut by its read timeout if that takes too
     /// long; one whose partial package alone exceeds the budget is closed at once. Keep it
-    /// above the max message length. Default [`DEFAULT_PARTIAL_BUDGET`] (128 MiB). Stream
+    /// above the max message length; at least two reads (`2 × read_buf_size`) are required. Default [`DEFAULT_PARTIAL_BUDGET`] (128 MiB). Stream
     /// transports (TCP, TLS); WebSocket and UDP buffer whole messages in their transport.
     pub fn partial_budget(mut self, bytes: usize) -> Self {
         self.partial_budget = bytes;
@@ -128,6 +128,17 @@ impl ServerBuilder {
         new_session: NewSessionCallback<P>,
     ) -> Result<Server<P>> {
         self.session.validate()?;
+        // Any partial package holds at least one read's buffer.
+        let min_budget = 2 * self.session.read_buf_size;
+        if self.partial_budget > 0 && self.partial_budget < min_budget {
+            return Err(Error::InvalidOption {
+                name: "partial_budget",
+                reason: format!(
+                    "{} bytes is below two reads of read_buf_size ({min_budget} bytes)",
+                    self.partial_budget
+                ),
+            });
+        }
         let listener = TcpListener::bind(&self.addr)
             .await
             .map_err(|source| Error::Bind {
