@@ -15,12 +15,14 @@
 //!   - [`ws`]: WebSocket, plain and over TLS (`serve_ws`/`serve_wss`, `connect_ws`/`connect_wss`);
 //!   - [`udp`]: [`UdpEndpoint`] (one socket, one session, every peer) and [`UdpClient`].
 //! - [`pool`]: the optional [`TaskPool`] for handlers.
+//! - `budget` (internal): a server's cap on the bytes its sessions hold in partial packages.
 //! - `driver` (internal): the session task and the writer task, shared by every transport;
 //!   `stream` is the byte-stream transport under it (TCP and TLS); `ws` and `udp` are the
 //!   message transports.
 //! - [`error`]: typed errors.
 
 pub mod attributes;
+mod budget;
 mod callbacks;
 pub mod client;
 pub mod codec;

@@ -23,7 +23,8 @@
 //! - `connection` (internal): drives the machine as a getty-core event listener.
 //! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
 //! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
-//!   instances, balances calls, fails over calls that were never sent, drains removed instances.
+//!   instances, balances calls, fails over calls that were never sent, drains removed instances,
+//!   and can refuse plaintext instances ([`TransportSecurity`]).
 //!   Providers publish with [`RpcServer::publish`] and leave with [`RpcServer::shutdown`].
 //! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
 //! - [`options`]: [`RpcOptions`] (timeouts, in-flight limit, heartbeats, frame limit).
@@ -46,7 +47,7 @@ pub mod stream;
 
 pub use body::{BodyCodec, Json, Prost};
 pub use client::RpcClient;
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, TransportSecurity};
 pub use connection::OnPeer;
 pub use context::Context;
 pub use error::RpcError;

@@ -97,3 +97,30 @@ impl RpcOptions {
         }
     }
 }
+
+impl RpcOptions {
+    /// Refuses options that cannot work or whose arithmetic overflows: a zero heartbeat period,
+    /// a silence limit (`heartbeat_period × heartbeat_misses`) or call timeout beyond
+    /// getty-core's longest duration, and bad session options.
+    /// `RpcServer` and `RpcClient` call it before they start.
+    pub fn validate(&self) -> getty_core::Result<()> {
+        use getty_core::options::check_duration;
+        let zero = |name| getty_core::Error::InvalidOption {
+            name,
+            reason: "must be above zero".to_string(),
+        };
+        if self.heartbeat_period.is_zero() {
+            return Err(zero("heartbeat_period"));
+        }
+        if self.heartbeat_misses == 0 {
+            return Err(zero("heartbeat_misses"));
+        }
+        let silence = self
+            .heartbeat_period
+            .checked_mul(self.heartbeat_misses)
+            .unwrap_or(Duration::MAX);
+        check_duration("heartbeat_period × heartbeat_misses", silence)?;
+        check_duration("default_timeout", self.default_timeout)?;
+        self.session_options().validate()
+    }
+}

@@ -43,6 +43,9 @@ pub(crate) fn rpc_sessions(
 }
 
 /// An RPC server: serves its router to every connection and can call each connected peer.
+/// Dropping it closes it like the getty-core [`Server`] it wraps (accepting stops, every
+/// connection starts closing); [`RpcServer::shutdown`] and [`RpcServer::close`] are the awaited
+/// forms.
 pub struct RpcServer {
     core: Server<Frame>,
     peers: Arc<PeerSet>,
@@ -76,6 +79,7 @@ impl RpcServer {
         F: FnOnce(NewSessionCallback<Frame>) -> Fut,
         Fut: Future<Output = getty_core::Result<Server<Frame>>>,
     {
+        opts.validate()?;
         let peers = Arc::new(PeerSet::default());
         let cb = rpc_sessions(Arc::new(router), Arc::new(opts), peers.clone(), on_peer);
         let core = serve(cb).await?;
