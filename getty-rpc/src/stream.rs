@@ -175,7 +175,7 @@ impl StreamSender {
                         Some(rx)
                     }
                     SendCredit::Ended(status) => {
-                        return Err(ended(status, self.state.machine_closed()));
+                        return Err(ended(status, m.is_closed()));
                     }
                 }
             };
@@ -230,12 +230,6 @@ fn ended(status: Status, conn_closed: bool) -> RpcError {
     match status {
         Status::Ok => RpcError::new(Status::Cancelled, "this side of the stream has ended"),
         s => RpcError::new(s, "the stream has ended"),
-    }
-}
-
-impl ConnState {
-    fn machine_closed(&self) -> bool {
-        self.machine().is_closed()
     }
 }
 
