@@ -599,3 +599,109 @@ fn close_fails_everything_and_ignores_later_events() {
     ));
     assert!(m.poll_grant().is_none());
 }
+
+fn stream_machine() -> Machine<TestIo> {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
+            calls: 8,
+            bytes: 10_000,
+        },
+        16,
+    ));
+    m.on_first_frame(
+        Some(Limits {
+            calls: 8,
+            bytes: 10_000,
+        }),
+        Some(Limits {
+            calls: 2,
+            bytes: 50,
+        }),
+    );
+    m
+}
+
+#[test]
+fn a_stream_sender_keeps_within_the_credit_and_waits_for_more() {
+    let mut m = stream_machine();
+    let Start::Send(seq) = m.start_call(40, Await::Stream(vec![])) else {
+        panic!()
+    };
+    let key = StreamKey { seq, ours: true };
+    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    // The peer's credit of 2 items is used up.
+    assert!(matches!(m.take_send_credit(key, 1), SendCredit::Blocked));
+    m.block_sender(key, 7);
+    assert_eq!(
+        m.on_stream_credit(key, 1, 20),
+        Some(7),
+        "credit wakes the sender"
+    );
+    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    // Half-close: no more items from us.
+    m.end_our_half(key);
+    assert_eq!(
+        m.poll_transmit().map(|f| (f.kind, f.from_acceptor())),
+        Some((Kind::StreamEnd, false))
+    );
+    assert!(matches!(
+        m.take_send_credit(key, 1),
+        SendCredit::Ended(Status::Ok)
+    ));
+    // The acceptor's final end returns the stream's window.
+    assert!(m.on_stream_end(key).is_some());
+    assert_eq!(m.stream_count(), 0);
+    assert_eq!((m.out.calls, m.out.bytes), (0, 0));
+}
+
+#[test]
+fn items_beyond_the_granted_credit_are_a_violation_and_consumption_grants_more() {
+    let mut m = stream_machine();
+    let a = m.accept_stream(3, 40, vec![]).expect("fits");
+    let key = StreamKey {
+        seq: 3,
+        ours: false,
+    };
+    // Our own credit (cfg: 4 items, 100 bytes) bounds what the opener may send.
+    for _ in 0..4 {
+        assert!(m.on_stream_item(key, 25).unwrap().is_some());
+    }
+    assert!(
+        m.on_stream_item(key, 1).is_err(),
+        "a fifth item is over the credit"
+    );
+    // Consuming half of it grants that much again, marked as from the acceptor.
+    m.consumed(key, 25);
+    assert!(m.poll_transmit().is_none());
+    m.consumed(key, 25);
+    let f = m.poll_transmit().expect("a credit");
+    assert_eq!((f.kind, f.seq, f.from_acceptor()), (Kind::Credit, 3, true));
+    assert_eq!(f.credit_grant(), Some((2, 50)));
+    assert!(m.on_stream_item(key, 25).unwrap().is_some());
+    // The handler's end removes the stream and returns our window.
+    assert!(m.finished(a));
+    assert_eq!((m.stream_count(), m.inflight()), (0, 0));
+}
+
+#[test]
+fn a_cancelled_stream_is_answered_with_a_final_end_and_close_fails_the_rest() {
+    let mut m = stream_machine();
+    let mut a = m.accept_stream(5, 40, vec![]).expect("fits");
+    m.track(&mut a, Some(11));
+    assert_eq!(m.on_cancel(5), Some(11));
+    let f = m.poll_transmit().expect("the final end");
+    assert_eq!(
+        (f.kind, f.status, f.from_acceptor()),
+        (Kind::StreamEnd, Status::Cancelled, true)
+    );
+    assert!(!m.finished(a), "answered once");
+    let Start::Send(seq) = m.start_call(40, Await::Stream(vec![1])) else {
+        panic!()
+    };
+    let key = StreamKey { seq, ours: true };
+    assert!(m.cancel_ours(key).is_none());
+    assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Cancel));
+    let c = m.close();
+    assert_eq!(c.streams.len(), 1);
+}
