@@ -197,6 +197,9 @@ impl<P: Send + 'static, S: Source, K: Sink> Opened<P, S, K> {
             Ok(()) => {}
         }
         session.close();
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| listener.on_closing(&session))) {
+            tracing::error!(session = session.id(), panic = %panic_message(&*p), "on_closing panicked");
+        }
         let _ = writer.await;
         drop(source);
         finish(&session, &*listener);

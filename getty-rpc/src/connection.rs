@@ -408,25 +408,15 @@ impl EventListener<Frame> for RpcConnection {
         Ok(())
     }
 
+    fn on_closing(&self, s: &Session<Frame>) {
+        // Pending calls and streams fail as soon as the close starts, not once the writer has
+        // flushed (which may take the whole wait time).
+        self.fail_everything(s);
+    }
+
     fn on_close(&self, s: &Session<Frame>) {
         self.peers.map().remove(&s.id());
-        let closed = self.state.machine().close();
-        for w in closed.waiters {
-            let _ = w.send(Err(RpcError::closed("connection closed")));
-        }
-        drop(closed.grants); // their callers see the connection closed
-        for h in closed.handles {
-            h.abort();
-        }
-        for (items, wake) in closed.streams {
-            if let Some(items) = items {
-                let _ = items.send(stream::Event::End(
-                    Status::ConnectionClosed,
-                    "connection closed".into(),
-                ));
-            }
-            drop(wake);
-        }
+        self.fail_everything(s);
     }
 
     fn on_cron(&self, s: &Session<Frame>) {
@@ -516,5 +506,28 @@ impl Serving {
 impl Drop for Serving {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+impl RpcConnection {
+    /// Closes the machine: every waiter, waiting caller and stream fails, every handler stops.
+    fn fail_everything(&self, _s: &Session<Frame>) {
+        let closed = self.state.machine().close();
+        for w in closed.waiters {
+            let _ = w.send(Err(RpcError::closed("connection closed")));
+        }
+        drop(closed.grants); // their callers see the connection closed
+        for h in closed.handles {
+            h.abort();
+        }
+        for (items, wake) in closed.streams {
+            if let Some(items) = items {
+                let _ = items.send(stream::Event::End(
+                    Status::ConnectionClosed,
+                    "connection closed".into(),
+                ));
+            }
+            drop(wake);
+        }
     }
 }

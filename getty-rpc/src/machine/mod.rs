@@ -31,11 +31,9 @@ use crate::peer::FastMap;
 use crate::status::Status;
 
 /// The window a peer assumes before the other's first frame tells whether (and how much)
-/// flow control it offers; every peer's window SHOULD be at least this large.
-pub const INITIAL_WINDOW: Limits = Limits {
-    calls: 16,
-    bytes: 1 << 20,
-};
+/// flow control it offers: one call (of any size), so no window can be overshot, and since
+/// both peers send their Hello at once, later callers wait at most about one round trip.
+pub const INITIAL_WINDOW: Limits = Limits { calls: 1, bytes: 1 };
 
 /// The types the driver plugs in: how a caller is completed, woken, and a handler stopped.
 pub(crate) trait Io {
@@ -304,7 +302,18 @@ impl<T: Io> Machine<T> {
                     bytes: w.bytes.max(1),
                 });
             }
-            None => self.out.limit = None,
+            None => {
+                self.out.limit = None;
+                // A peer without flow control need not answer calls we gave up on.
+                let out = &mut self.out;
+                self.pending.retain(|_, p| {
+                    let keep = p.waiter.is_some() || !p.request;
+                    if !keep {
+                        out.give_back(1, p.bytes);
+                    }
+                    keep
+                });
+            }
         }
     }
 
@@ -417,7 +426,8 @@ impl<T: Io> Machine<T> {
             self.pending.remove(&seq);
             return;
         }
-        if self.peer_flow {
+        // Until the peer is known it may be a flow-control peer, which will still answer.
+        if self.peer_flow || !self.peer_known {
             p.waiter = None;
         } else if let Some(p) = self.pending.remove(&seq) {
             self.out.give_back(1, p.bytes);
