@@ -160,7 +160,7 @@ pub(crate) struct Closed<T: Io> {
     pub(crate) grants: Vec<T::Grant>,
     pub(crate) handles: Vec<T::Handle>,
     /// Every open stream's receiving half and blocked sender: fail them.
-    pub(crate) streams: Vec<(Option<T::Items>, Option<T::Wake>)>,
+    pub(crate) streams: Vec<streams::Ended<T>>,
 }
 
 /// Counters for `PeerStats`.
@@ -770,15 +770,13 @@ impl<T: Io> Machine<T> {
                 self.inw.bytes, l.bytes
             ));
         }
-        // Before the Hello, callers assume the initial window; a peer offering less may see
-        // that many (and refuse the excess).
-        if let Some(o) = self.out.limit.filter(|o| o.calls >= INITIAL_WINDOW.calls) {
-            if self.out.calls > o.calls {
-                return Err(format!(
-                    "{} calls in the peer's window of {}",
-                    self.out.calls, o.calls
-                ));
-            }
+        if let Some(o) = self.out.limit
+            && self.out.calls > o.calls
+        {
+            return Err(format!(
+                "{} calls in the peer's window of {}",
+                self.out.calls, o.calls
+            ));
         }
         if self.deferred.len() > self.cfg.max_owed + 1 {
             return Err("owed frames beyond the bound".into());

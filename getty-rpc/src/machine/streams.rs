@@ -29,6 +29,10 @@ impl StreamKey {
     }
 }
 
+/// What an ending stream leaves to tell: its receiving half (if still wanted) and a blocked
+/// sender (if any).
+pub(crate) type Ended<T> = (Option<<T as Io>::Items>, Option<<T as Io>::Wake>);
+
 /// One open stream, as the machine keeps it.
 pub(crate) struct Stream<T: Io> {
     /// Where received items go, while the local side still wants them.
@@ -67,7 +71,7 @@ impl<T: Io> Stream<T> {
         }
     }
 
-    pub(crate) fn into_parts(self) -> (Option<T::Items>, Option<T::Wake>) {
+    pub(crate) fn into_parts(self) -> Ended<T> {
         (self.items, self.blocked)
     }
 }
@@ -238,7 +242,7 @@ impl<T: Io> Machine<T> {
     pub(crate) fn on_stream_end(
         &mut self,
         key: StreamKey,
-    ) -> Option<(Option<T::Items>, Option<T::Wake>)> {
+    ) -> Option<Ended<T>> {
         if key.ours {
             let s = self.streams.remove(&key)?;
             self.out.give_back(1, s.window_bytes);
