@@ -142,7 +142,7 @@ impl RpcConnection {
             settle(&mut m, &self.state, s);
             a
         };
-        let mut admitted = match admitted {
+        let admitted = match admitted {
             Ok(a) => a,
             Err(Refused::Overloaded) => return, // answered (or credited) by the machine
             Err(Refused::Closed) => return,
@@ -187,11 +187,26 @@ impl RpcConnection {
                 return;
             }
         }
-        // A handler task. It is known to the machine before it can run (so a Cancel or the
-        // close finds it), and its abort handle is attached after the spawn, with no lock held
-        // across the spawn.
+        self.spawn_handler(s, admitted, deadline, fut, span, move |res| {
+            reply_frame(seq, codec, res)
+        });
+    }
+
+    /// Runs a handler as a task, bounded by the call's deadline. It is known to the machine
+    /// before it can run (so a Cancel or the close finds it), and its abort handle is attached
+    /// after the spawn, with no lock held across the spawn. `answer` makes the frame that ends
+    /// the call (sent unless a Cancel already answered it, or the call is a OneWay).
+    fn spawn_handler<T: Send + 'static>(
+        &self,
+        s: &Session<Frame>,
+        mut admitted: Admitted,
+        deadline: Option<Instant>,
+        fut: impl std::future::Future<Output = Result<T, RpcError>> + Send + 'static,
+        span: tracing::Span,
+        answer: impl FnOnce(Result<T, RpcError>) -> Frame + Send + 'static,
+    ) {
         self.state.machine().track(&mut admitted, None);
-        let hid = admitted.id();
+        let (seq, hid) = (admitted.seq, admitted.id());
         let (state, session) = (self.state.clone(), s.clone());
         let task = async move {
             // Accounting runs on completion and on abort (a Cancel, or the connection closing).
@@ -213,15 +228,14 @@ impl RpcConnection {
             };
             let res = res.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
             if serving.finish() {
-                reply(&state, &session, reply_frame(seq, codec, res));
-            } else if let Err(e) = res {
+                reply(&state, &session, answer(res));
+            } else if let Err(e) = &res {
                 tracing::debug!(seq, error = %e, "handler failed");
             }
         }
         .instrument(span);
         let h = self.state.handlers.spawn(task).abort_handle();
-        let stop = self.state.machine().attach(seq, hid, h);
-        if let Some(h) = stop {
+        if let Some(h) = self.state.machine().attach(seq, hid, h) {
             h.abort();
         }
     }
@@ -264,7 +278,7 @@ impl RpcConnection {
             settle(&mut m, &self.state, s);
             a
         };
-        let Ok(mut admitted) = admitted else {
+        let Ok(admitted) = admitted else {
             return; // refused (answered by the machine) or closed
         };
         let deadline =
@@ -284,44 +298,14 @@ impl RpcConnection {
         };
         let span = tracing::debug_span!("rpc.stream", service = %ctx.service, method = %ctx.method, seq, peer = s.id());
         let fut = handler.call(ctx, items, out);
-        self.state.machine().track(&mut admitted, None);
-        let hid = admitted.id();
-        let (state, session) = (self.state.clone(), s.clone());
-        let task = async move {
-            let mut serving = Serving {
-                state: state.clone(),
-                session: session.clone(),
-                admitted: Some(admitted),
-            };
-            let run = AssertUnwindSafe(fut).catch_unwind();
-            let res = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), run).await {
-                    Ok(r) => r,
-                    Err(_) => Ok(Err(RpcError::new(
-                        Status::DeadlineExceeded,
-                        "the stream's deadline passed",
-                    ))),
-                },
-                None => run.await,
-            };
-            let res = res.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
-            if serving.finish() {
-                let end = match res {
-                    Ok(()) => Frame::stream_end(seq, true, Status::Ok, ""),
-                    Err(e) => {
-                        // The same mapping as a Response: local-only codes are never sent.
-                        let e = reply_frame(seq, CodecId::None, Err(e));
-                        Frame::stream_end(seq, true, e.status, String::from_utf8_lossy(&e.body))
-                    }
-                };
-                reply(&state, &session, end);
+        self.spawn_handler(s, admitted, deadline, fut, span, move |res| match res {
+            Ok(()) => Frame::stream_end(seq, true, Status::Ok, ""),
+            Err(e) => {
+                // The same mapping as a Response: local-only codes are never sent.
+                let e = reply_frame(seq, CodecId::None, Err(e));
+                Frame::stream_end(seq, true, e.status, String::from_utf8_lossy(&e.body))
             }
-        }
-        .instrument(span);
-        let h = self.state.handlers.spawn(task).abort_handle();
-        if let Some(h) = self.state.machine().attach(seq, hid, h) {
-            h.abort();
-        }
+        });
     }
 
     /// An item, end or credit on an open stream.

@@ -239,10 +239,7 @@ impl<T: Io> Machine<T> {
     /// A StreamEnd arrived on `key`. From the acceptor it ends our stream: its window comes
     /// back. Returns the receiving half to tell (with the frame's status) and a blocked sender
     /// to wake; `None` for an unknown stream.
-    pub(crate) fn on_stream_end(
-        &mut self,
-        key: StreamKey,
-    ) -> Option<Ended<T>> {
+    pub(crate) fn on_stream_end(&mut self, key: StreamKey) -> Option<Ended<T>> {
         if key.ours {
             let s = self.streams.remove(&key)?;
             self.out.give_back(1, s.window_bytes);
