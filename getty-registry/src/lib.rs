@@ -27,8 +27,8 @@
 //! `%XX`, the empty string becomes `~`, and `.`/`..` become `%2E`/`%2E%2E`. With
 //! `S`, `G`, `V`, `ID` the escaped service, group, version and instance id:
 //!
-//! * **etcd:** key `{root}/S/G/V/ID`, value = the instance as JSON, attached to a lease of the
-//!   registration (one lease per registration).
+//! * **etcd:** key `{root}/S/G/V/ID`, value = the instance as JSON, attached to the lease of
+//!   the registry client (one lease per client, shared by all its registrations).
 //! * **ZooKeeper:** persistent (empty) parent nodes `{root}/S/G/V`, and an **ephemeral** child
 //!   node `ID` whose data is the instance as JSON.
 //!
@@ -51,16 +51,19 @@
 //!
 //! # Guarantees (and the Go getty defects they avoid)
 //!
-//! * **Registrations heal themselves.** etcd: the lease is kept alive (every TTL/3); when the
-//!   lease is lost (expired, revoked, etcd restarted with another data dir) the keeper grants a
-//!   new lease and puts the key again, retrying with back-off (100 ms doubling to 5 s) until
-//!   deregistered. ZooKeeper: after the session expires a new session is opened and the ephemeral
-//!   node re-created; a node deleted behind our back, or still owned by our previous (expiring)
-//!   session, is replaced.
+//! * **Registrations heal themselves.** etcd: one lease per registry client, kept alive by one
+//!   stream (every TTL/3); the client's keys are watched, so a key deleted behind its back is put
+//!   back at once, and when the lease is lost (expired, revoked, etcd restarted with another data
+//!   dir) a new lease is granted and every key put again (one transaction per 128 keys),
+//!   retrying with back-off (100 ms doubling to 5 s) until deregistered. ZooKeeper: after the
+//!   session expires a new session is opened and the ephemeral node re-created; a node deleted
+//!   behind our back, or still owned by our previous (expiring) session, is replaced.
 //! * **Explicit and on-drop deregistration.** [`Registration::deregister`] removes the instance
 //!   now; dropping the handle removes it in the background (best effort), and a crashed process
 //!   disappears when its lease TTL / session timeout runs out. A deregistration only removes the
 //!   key if it still belongs to this registration (same lease / same session).
+//!   [`Registration::deregister_all`] removes many at once (etcd: one lease revoke when they are
+//!   all of a client's registrations).
 //! * **Re-registering an instance** (same service, group, version and `instance_id`) through the
 //!   same registry client replaces it (watchers see `Updated`); the older [`Registration`] then
 //!   stops maintaining the entry and its deregistration leaves the newer one alone. Two processes

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,9 +53,23 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
 type StopReply = oneshot::Sender<Result<()>>;
 
+/// A backend that keeps many registrations itself (one lease or session for all of them) and
+/// removes them in batches: the handle only names its key and ownership token.
+pub(crate) trait Releaser: Send + Sync + 'static {
+    /// Removes each `(key, token)` whose token still owns the key, then answers on `reply`
+    /// (`None`: dropped handles, best effort). Must not block.
+    fn release(&self, items: Vec<(String, u64)>, reply: Option<StopReply>);
+}
+
 enum RegistrationInner {
     /// A background keeper task; sending on (or dropping) `stop` makes it deregister.
     Task { stop: oneshot::Sender<StopReply> },
+    /// Kept by a shared backend task (etcd's session lease).
+    Owned {
+        owner: Arc<dyn Releaser>,
+        key: String,
+        token: u64,
+    },
     /// Synchronous removal (memory backend).
     Sync(Box<dyn FnOnce() + Send + Sync>),
     /// Already deregistered.
@@ -90,6 +105,56 @@ impl Registration {
         }
     }
 
+    /// A registration kept by `owner` under `key`, owned by `token`.
+    pub(crate) fn with_owner(
+        instance: ServiceInstance,
+        owner: Arc<dyn Releaser>,
+        key: String,
+        token: u64,
+    ) -> Self {
+        Registration {
+            instance,
+            inner: RegistrationInner::Owned { owner, key, token },
+        }
+    }
+
+    /// Deregisters all of `registrations` at once: those kept by one backend client in one
+    /// batch (etcd: one lease revoke when they are all of its registrations, otherwise
+    /// transactions of many deletes), the others concurrently. Returns the first error; every
+    /// registration is still attempted (the ones that fail expire with their lease / session).
+    pub async fn deregister_all(registrations: Vec<Registration>) -> Result<()> {
+        type Batch = (Arc<dyn Releaser>, Vec<(String, u64)>);
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut waiting = tokio::task::JoinSet::new();
+        for mut r in registrations {
+            match std::mem::replace(&mut r.inner, RegistrationInner::Done) {
+                RegistrationInner::Owned { owner, key, token } => {
+                    match batches.iter_mut().find(|(o, _)| Arc::ptr_eq(o, &owner)) {
+                        Some((_, items)) => items.push((key, token)),
+                        None => batches.push((owner, vec![(key, token)])),
+                    }
+                }
+                inner => {
+                    r.inner = inner;
+                    waiting.spawn(r.deregister());
+                }
+            }
+        }
+        for (owner, items) in batches {
+            let (tx, rx) = oneshot::channel();
+            owner.release(items, Some(tx));
+            waiting.spawn(async move { rx.await.unwrap_or(Err(Error::Closed)) });
+        }
+        let mut result = Ok(());
+        while let Some(r) = waiting.join_next().await {
+            let r = r.unwrap_or(Err(Error::Closed));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
     /// The published instance (with its generated `instance_id`, if any).
     pub fn instance(&self) -> &ServiceInstance {
         &self.instance
@@ -105,6 +170,11 @@ impl Registration {
                 }
                 rx.await.unwrap_or(Err(Error::Closed))
             }
+            RegistrationInner::Owned { owner, key, token } => {
+                let (tx, rx) = oneshot::channel();
+                owner.release(vec![(key, token)], Some(tx));
+                rx.await.unwrap_or(Err(Error::Closed))
+            }
             RegistrationInner::Sync(remove) => {
                 remove();
                 Ok(())
@@ -117,10 +187,12 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         // Dropping `stop` tells the keeper task to deregister in the background.
-        if let RegistrationInner::Sync(remove) =
-            std::mem::replace(&mut self.inner, RegistrationInner::Done)
-        {
-            remove();
+        match std::mem::replace(&mut self.inner, RegistrationInner::Done) {
+            RegistrationInner::Sync(remove) => remove(),
+            RegistrationInner::Owned { owner, key, token } => {
+                owner.release(vec![(key, token)], None)
+            }
+            _ => {}
         }
     }
 }
@@ -266,9 +338,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Exponential back-off with jitter: 100 ms doubling up to `max`.
+/// Exponential back-off with jitter: 100 ms (or `initial`) doubling up to `max`.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
+    initial: Duration,
     next: Duration,
     max: Duration,
 }
@@ -277,8 +350,13 @@ impl Backoff {
     pub(crate) const INITIAL: Duration = Duration::from_millis(100);
 
     pub(crate) fn new(max: Duration) -> Self {
+        Self::starting_at(Self::INITIAL, max)
+    }
+
+    pub(crate) fn starting_at(initial: Duration, max: Duration) -> Self {
         Backoff {
-            next: Self::INITIAL,
+            initial,
+            next: initial,
             max,
         }
     }
@@ -296,7 +374,7 @@ impl Backoff {
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = Self::INITIAL;
+        self.next = self.initial;
     }
 }
 
