@@ -141,7 +141,7 @@ pub mod zk;
 use std::sync::Arc;
 
 pub use balance::{Balancer, LoadBalancer, Strategy};
-pub use directory::Directory;
+pub use directory::{Directory, Snapshot};
 pub use error::{Error, Result};
 pub use model::{
     DEFAULT_WEIGHT, Event, Query, ServiceInstance, Transport, escape_component,

@@ -221,6 +221,7 @@ enum WatchRx {
 /// stops the background work.
 pub struct Watch {
     rx: WatchRx,
+    live: Option<tokio::sync::watch::Receiver<bool>>,
     _task: Option<AbortOnDrop>,
     _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -229,6 +230,7 @@ impl Watch {
     pub(crate) fn bounded(rx: mpsc::Receiver<Event>, task: Option<JoinHandle<()>>) -> Self {
         Watch {
             rx: WatchRx::Bounded(rx),
+            live: None,
             _task: task.map(AbortOnDrop),
             _keep: None,
         }
@@ -237,6 +239,7 @@ impl Watch {
     pub(crate) fn unbounded(rx: mpsc::UnboundedReceiver<Event>) -> Self {
         Watch {
             rx: WatchRx::Unbounded(rx),
+            live: None,
             _task: None,
             _keep: None,
         }
@@ -246,6 +249,25 @@ impl Watch {
     pub(crate) fn keep(mut self, value: impl std::any::Any + Send + Sync) -> Self {
         self._keep = Some(Box::new(value));
         self
+    }
+
+    /// Reports through `live` whether the backend's watch is connected (the events are then
+    /// current) or resuming after a disconnection (the last events may be stale).
+    pub(crate) fn with_liveness(mut self, live: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Whether the backend's watch is currently connected (always true for backends without a
+    /// server). While false, the view built from the events may be stale; the watch resumes and
+    /// reconciles by itself.
+    pub fn is_live(&self) -> bool {
+        self.live.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// A receiver of [`Watch::is_live`]'s value (`None` for backends without a server).
+    pub fn liveness(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.live.clone()
     }
 
     /// The next event, or `None` when the watch has ended.

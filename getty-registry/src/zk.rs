@@ -546,6 +546,8 @@ fn forward(
 }
 
 struct WatchState {
+    /// Whether the view is current: false from a disconnection until the re-list after it.
+    live: watch::Sender<bool>,
     shared: Arc<Shared>,
     query: Query,
     base: String,
@@ -555,6 +557,11 @@ struct WatchState {
 }
 
 impl WatchState {
+    fn set_live(&self, up: bool) {
+        self.live
+            .send_if_modified(|l| std::mem::replace(l, up) != up);
+    }
+
     /// Whether `path` is an instance node of this watch (`levels` below the base).
     fn is_leaf(&self, path: &str) -> bool {
         let rest = if self.base.ends_with('/') {
@@ -619,6 +626,7 @@ impl WatchState {
                         if !self.emit(events).await {
                             return;
                         }
+                        self.set_live(true);
                     }
                     Err(e) => {
                         tracing::warn!(base = %self.base, error = %e, "zookeeper watch not re-armed yet; retrying");
@@ -641,6 +649,7 @@ impl WatchState {
                         if !self.emit(events).await {
                             return;
                         }
+                        self.set_live(true);
                     }
                     Err(e) => {
                         tracing::debug!(base = %self.base, error = %e, "zookeeper re-list failed; retrying");
@@ -662,14 +671,16 @@ impl WatchState {
             let Some(ev) = ev else {
                 // The forwarder ended without a terminal event (watcher failure): start over.
                 tracing::warn!(base = %self.base, "zookeeper watcher failed; re-arming");
+                self.set_live(false);
                 rearm = true;
                 continue;
             };
             match ev.event_type {
                 EventType::Session => match ev.session_state {
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => relist = true,
-                    SessionState::Disconnected => {}
+                    SessionState::Disconnected => self.set_live(false),
                     terminal => {
+                        self.set_live(false);
                         tracing::warn!(base = %self.base, state = ?terminal, "zookeeper watch lost its session; re-arming on the next one");
                         // The watcher must not be polled after a terminal state.
                         rearm = true;
@@ -768,7 +779,9 @@ impl Registry for ZkRegistry {
             let view = View::from_entries(entries);
             let (tx, rx) = mpsc::channel(WATCH_BUFFER);
             let _ = tx.try_send(Event::Snapshot(view.snapshot()));
+            let (live, live_rx) = watch::channel(true);
             let state = WatchState {
+                live,
                 shared: self.shared.clone(),
                 query: query.clone(),
                 base,
@@ -777,7 +790,7 @@ impl Registry for ZkRegistry {
                 tx,
             };
             let task = tokio::spawn(state.run(session, watcher));
-            Ok(Watch::bounded(rx, Some(task)))
+            Ok(Watch::bounded(rx, Some(task)).with_liveness(live_rx))
         })
     }
 

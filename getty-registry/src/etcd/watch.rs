@@ -22,7 +22,9 @@ pub(super) async fn start(inner: Arc<Inner>, query: &Query) -> Result<Watch> {
     let view = View::from_entries(entries);
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let _ = tx.try_send(Event::Snapshot(view.snapshot()));
+    let (live, live_rx) = tokio::sync::watch::channel(true);
     let state = WatchState {
+        live,
         inner,
         query: query.clone(),
         prefix,
@@ -32,7 +34,7 @@ pub(super) async fn start(inner: Arc<Inner>, query: &Query) -> Result<Watch> {
         tx,
     };
     let task = tokio::spawn(state.run());
-    Ok(Watch::bounded(rx, Some(task)))
+    Ok(Watch::bounded(rx, Some(task)).with_liveness(live_rx))
 }
 
 enum StreamEnd {
@@ -42,6 +44,8 @@ enum StreamEnd {
 }
 
 struct WatchState {
+    /// Whether a watch stream is established (false from a failure until the next one is).
+    live: tokio::sync::watch::Sender<bool>,
     inner: Arc<Inner>,
     query: Query,
     prefix: String,
@@ -87,6 +91,9 @@ impl WatchState {
             };
             if resp.compact_revision() > 0 {
                 return StreamEnd::Relist(format!("revision {} compacted", self.rev + 1));
+            }
+            if resp.created() {
+                self.live.send_if_modified(|l| !std::mem::replace(l, true));
             }
             if resp.canceled() {
                 return StreamEnd::Failed(format!("watch canceled: {}", resp.cancel_reason()));
@@ -149,7 +156,9 @@ impl WatchState {
                     }
                 }
             }
-            match self.follow().await {
+            let end = self.follow().await;
+            self.live.send_if_modified(|l| std::mem::replace(l, false));
+            match end {
                 StreamEnd::Closed => return,
                 StreamEnd::Relist(why) => {
                     tracing::warn!(prefix = %self.prefix, reason = %why, "etcd watch re-listing");
