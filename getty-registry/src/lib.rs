@@ -130,6 +130,7 @@ mod error;
 pub mod memory;
 mod model;
 mod registry;
+mod secret;
 pub mod static_list;
 mod url;
 
@@ -148,7 +149,8 @@ pub use model::{
     generate_instance_id, unescape_component,
 };
 pub use registry::{BoxFuture, Registration, Registry, Watch};
-pub use url::RegistryUrl;
+pub use secret::{Credentials, Secret};
+pub use url::{MAX_SECONDS, RegistryUrl, redact_url};
 
 /// Default root path of the etcd and ZooKeeper backends.
 pub const DEFAULT_ROOT: &str = "/getty";
@@ -166,13 +168,17 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Registry>> {
     match parsed.scheme.as_str() {
         "memory" => {
             parsed.only_params(&[])?;
+            parsed.no_credentials()?;
             if !parsed.path.is_empty() || parsed.hosts.len() > 1 {
                 return Err(parsed.error("use memory:// or memory://NAME"));
             }
             let name = parsed.hosts.first().map(String::as_str).unwrap_or("");
             Ok(Arc::new(memory::MemoryRegistry::named(name)))
         }
-        "static" => Ok(Arc::new(static_list::StaticRegistry::from_url(&parsed)?)),
+        "static" => {
+            parsed.no_credentials()?;
+            Ok(Arc::new(static_list::StaticRegistry::from_url(&parsed)?))
+        }
         "etcd" => {
             #[cfg(feature = "etcd")]
             {
@@ -226,6 +232,34 @@ mod tests {
             connect("zookeeper://127.0.0.1:1/x").await,
             Err(Error::FeatureDisabled("zookeeper"))
         ));
+    }
+
+    /// Out-of-range durations were handed to `Duration::from_secs_f64`, which panicked.
+    #[tokio::test]
+    async fn bad_parameters_are_invalid_url_errors_not_panics() {
+        let mut urls = vec![
+            "memory://a?x=1",
+            "memory://u:p@a",
+            "static://u:pw@a:1?service=s",
+        ];
+        #[cfg(feature = "etcd")]
+        urls.extend([
+            "etcd://127.0.0.1:1/x?ttl=1e20",
+            "etcd://127.0.0.1:1/x?timeout=1e20",
+            "etcd://127.0.0.1:1/x?ttl=-0",
+            "etcd://127.0.0.1:99999/x",
+        ]);
+        #[cfg(feature = "zookeeper")]
+        urls.extend([
+            "zookeeper://127.0.0.1:1/x?ttl=1e20",
+            "zk://127.0.0.1:1/x?timeout=1e20",
+        ]);
+        for url in urls {
+            let r = connect(url).await;
+            assert!(matches!(r, Err(Error::InvalidUrl { .. })), "{url}: {r:?}");
+            let shown = r.unwrap_err().to_string();
+            assert!(!shown.contains(":pw@") && !shown.contains(":p@"), "{shown}");
+        }
     }
 
     #[tokio::test]
