@@ -163,7 +163,9 @@ clientPortAddress=127.0.0.1
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,dump
 EOF
-    setsid java -Xmx256m -Dzookeeper.log.dir="$DIR/zk" \
+    # Container nodes (getty-registry's parents) are checked every second instead of every
+    # minute, so that tests see empty parents go.
+    setsid java -Xmx256m -Dzookeeper.log.dir="$DIR/zk" -Dznode.container.checkIntervalMs=1000 \
         -cp "$ZK_JAR" org.apache.zookeeper.server.ZooKeeperServerMain "$DIR/zk/zoo.cfg" \
         </dev/null >>"$DIR/zk/zk.log" 2>&1 &
     echo $! >"$DIR/zk.pid"

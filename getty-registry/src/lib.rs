@@ -29,8 +29,8 @@
 //!
 //! * **etcd:** key `{root}/S/G/V/ID`, value = the instance as JSON, attached to the lease of
 //!   the registry client (one lease per client, shared by all its registrations).
-//! * **ZooKeeper:** persistent (empty) parent nodes `{root}/S/G/V`, and an **ephemeral** child
-//!   node `ID` whose data is the instance as JSON.
+//! * **ZooKeeper:** container (empty) parent nodes `{root}/S/G/V` (removed by the server once
+//!   empty), and an **ephemeral** child node `ID` whose data is the instance as JSON.
 //!
 //! A query reads (and a watch follows) the smallest subtree holding its instances:
 //!

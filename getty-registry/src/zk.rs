@@ -1,8 +1,18 @@
 //! ZooKeeper backend (`zookeeper://host:port[,host:port…][/root][?ttl=SECS][&timeout=SECS]`).
 //!
-//! * Persistent (empty) parents `{root}/{service}/{group}/{version}`, and an **ephemeral** node
-//!   `{instance_id}` below them holding the instance as JSON. `ttl` is the requested session
-//!   timeout (default 10 s; the server clamps it to its min/max session timeouts).
+//! * Container (empty) parents `{root}/{service}/{group}/{version}` — the server removes them
+//!   once their last child is gone — and an **ephemeral** node `{instance_id}` below them holding
+//!   the instance as JSON. `ttl` is the requested session timeout (default 10 s; the server
+//!   clamps it to its min/max session timeouts).
+//! * A node of our session is updated in place; a node of another session (our previous one,
+//!   still expiring) is replaced in one multi-op (delete + create), so watchers never see the
+//!   instance missing.
+//! * Security: `zookeeper://user:password@host…` (or [`ZkOptions::digest`]) authenticates the
+//!   session with ZooKeeper's `digest` scheme, and every node we create then carries the ACL
+//!   `auth::cdrwa` + `world:anyone:r`: only that identity can change or delete its instances or
+//!   create nodes below its parents, everyone can read. Without credentials nodes are
+//!   world-writable (`anyone_all`), as before. All providers under one root must use the same
+//!   identity (the first one owns the parents), or an administrator creates the parents.
 //! * One session per [`ZkRegistry`], managed by a background task: it connects with retry (with
 //!   several addresses it keeps cycling until one answers) and, when the session expires or is
 //!   closed, opens a new one. Each registration's keeper then re-creates its ephemeral node in the
@@ -27,13 +37,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 pub use zookeeper_client;
 use zookeeper_client as zkc;
-use zookeeper_client::{Acls, AddWatchMode, CreateMode, EventType, SessionState};
+use zookeeper_client::{Acl, Acls, AddWatchMode, CreateMode, EventType, Permission, SessionState};
+
+/// With digest auth: the registering identity may do anything, everyone else may only read.
+static CREATOR_ALL_ANYONE_READ: [Acl; 2] = [
+    Acl::new_const(Permission::ALL, "auth", ""),
+    Acl::new_const(Permission::READ, "world", "anyone"),
+];
 
 use crate::error::{Error, Result};
 use crate::model::{Event, Query, ServiceInstance};
 use crate::registry::{
     AbortOnDrop, Backoff, BoxFuture, Owners, Registration, Registry, View, Watch,
 };
+use crate::secret::Credentials;
 use crate::url::RegistryUrl;
 
 /// Default time a call waits for a usable session.
@@ -56,6 +73,8 @@ impl Session {
 
 struct Shared {
     servers: String,
+    /// Digest identity of the session (`None`: unauthenticated, world-writable nodes).
+    auth: Option<Credentials>,
     root: String,
     session_timeout: Duration,
     wait_timeout: Duration,
@@ -110,14 +129,30 @@ impl ZkRegistry {
         session_timeout: Duration,
         wait_timeout: Duration,
     ) -> Self {
+        Self::with_options(
+            ZkOptions::new(servers)
+                .root(root)
+                .session_timeout(session_timeout)
+                .wait_timeout(wait_timeout),
+        )
+    }
+
+    /// Starts a registry configured by `options` (see [`ZkOptions`]).
+    pub fn with_options(options: ZkOptions) -> Self {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(manage(servers.to_string(), session_timeout, tx));
+        tokio::spawn(manage(
+            options.servers.clone(),
+            options.session_timeout,
+            options.credentials.clone(),
+            tx,
+        ));
         ZkRegistry {
             shared: Arc::new(Shared {
-                servers: servers.to_string(),
-                root: root.trim_end_matches('/').to_string(),
-                session_timeout,
-                wait_timeout,
+                servers: options.servers,
+                auth: options.credentials,
+                root: options.root.trim_end_matches('/').to_string(),
+                session_timeout: options.session_timeout,
+                wait_timeout: options.wait_timeout,
                 session: rx,
                 owners: Owners::default(),
             }),
@@ -129,10 +164,14 @@ impl ZkRegistry {
         if url.hosts.is_empty() {
             return Err(url.error("no zookeeper address"));
         }
-        let root = url.root(crate::DEFAULT_ROOT)?;
-        let ttl = url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL);
-        let timeout = url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        Ok(Self::new(&url.hosts.join(","), &root, ttl, timeout))
+        let mut options = ZkOptions::new(&url.hosts.join(","))
+            .root(&url.root(crate::DEFAULT_ROOT)?)
+            .session_timeout(url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL))
+            .wait_timeout(url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT));
+        if let Some(c) = &url.credentials {
+            options = options.digest(c.clone());
+        }
+        Ok(Self::with_options(options))
     }
 
     /// The current session (id and password), if connected: for diagnostics, and for tests that
@@ -164,13 +203,21 @@ impl ZkRegistry {
 }
 
 /// Owns the client: connects (retrying), publishes the session, and replaces it when it ends.
-async fn manage(servers: String, session_timeout: Duration, tx: watch::Sender<Option<Session>>) {
+async fn manage(
+    servers: String,
+    session_timeout: Duration,
+    auth: Option<Credentials>,
+    tx: watch::Sender<Option<Session>>,
+) {
     let mut generation = 0u64;
     let mut backoff = Backoff::new(MAX_BACKOFF);
+    let digest = auth.map(|c| format!("{}:{}", c.user, c.password.expose()).into_bytes());
     loop {
-        let connect = zkc::Client::connector()
-            .with_session_timeout(session_timeout)
-            .connect(&servers);
+        let mut connector = zkc::Client::connector().with_session_timeout(session_timeout);
+        if let Some(d) = &digest {
+            connector = connector.with_auth("digest", d);
+        }
+        let connect = connector.connect(&servers);
         let result = tokio::select! {
             _ = tx.closed() => return,
             r = tokio::time::timeout(session_timeout + Duration::from_secs(5), connect) => r,
@@ -213,6 +260,15 @@ async fn manage(servers: String, session_timeout: Duration, tx: watch::Sender<Op
 }
 
 impl Shared {
+    /// ACLs of the nodes we create: world-writable without an identity; with digest auth,
+    /// writable by our identity only and readable by everyone.
+    fn acls(&self) -> Acls<'static> {
+        match self.auth {
+            None => Acls::anyone_all(),
+            Some(_) => Acls::new(&CREATOR_ALL_ANYONE_READ),
+        }
+    }
+
     fn path_of(&self, instance: &ServiceInstance) -> String {
         format!("{}/{}", self.root, instance.path_key())
     }
@@ -274,14 +330,20 @@ fn child(dir: &str, name: &str) -> String {
 
 /// Makes sure `path` exists as an ephemeral node of `session` holding `data`. Returns whether
 /// anything had to be written.
+///
+/// Parents are container nodes (the server removes them once their last child is gone). A node
+/// of ours is updated in place (`setData`); a node of another session (e.g. our previous,
+/// expiring one) is replaced by one multi-op (delete + create), so that a watcher never sees the
+/// instance missing in between.
 async fn ensure_node(
     session: &Session,
+    acls: Acls<'static>,
     path: &str,
     data: &[u8],
 ) -> std::result::Result<bool, zkc::Error> {
     let client = &session.client;
-    let dir_opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    let node_opts = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let dir_opts = CreateMode::Container.with_acls(acls);
+    let node_opts = CreateMode::Ephemeral.with_acls(acls);
     for _ in 0..5 {
         client.mkdir(parent(path), &dir_opts).await?;
         match client.create(path, data, &node_opts).await {
@@ -301,8 +363,17 @@ async fn ensure_node(
                         owner = stat.ephemeral_owner,
                         "replacing a node owned by another session"
                     );
-                    match client.delete(path, Some(stat.version)).await {
-                        Ok(()) | Err(zkc::Error::NoNode) | Err(zkc::Error::BadVersion) => continue,
+                    let mut multi = client.new_multi_writer();
+                    multi.add_delete(path, Some(stat.version))?;
+                    multi.add_create(path, data, &node_opts)?;
+                    match multi.commit().await.map_err(zkc::Error::from) {
+                        Ok(_) => return Ok(true),
+                        // Changed or gone meanwhile: look again.
+                        Err(
+                            zkc::Error::NoNode | zkc::Error::BadVersion | zkc::Error::NodeExists,
+                        ) => {
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -351,7 +422,7 @@ async fn keeper(
         if ensured != Some(session.generation) {
             let r = tokio::select! {
                 s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
-                r = ensure_node(&session, &path, &data) => r,
+                r = ensure_node(&session, shared.acls(), &path, &data) => r,
             };
             match r {
                 Ok(wrote) => {
@@ -713,6 +784,60 @@ impl WatchState {
 
 // ---------------------------------------------------------------------------------------------
 
+/// How to reach and use a ZooKeeper ensemble (see [`ZkRegistry::with_options`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ZkOptions {
+    /// `host:port[,host:port…]`.
+    pub servers: String,
+    /// Root node (default [`DEFAULT_ROOT`](crate::DEFAULT_ROOT)).
+    pub root: String,
+    /// Requested session timeout (the server clamps it), default [`DEFAULT_TTL`](crate::DEFAULT_TTL).
+    pub session_timeout: Duration,
+    /// How long a call waits for a usable session, default [`DEFAULT_TIMEOUT`].
+    pub wait_timeout: Duration,
+    /// Digest identity (`user:password`); with it every node we create is writable by this
+    /// identity only and readable by everyone.
+    pub credentials: Option<Credentials>,
+}
+
+impl ZkOptions {
+    /// Defaults for `servers`.
+    pub fn new(servers: &str) -> Self {
+        ZkOptions {
+            servers: servers.to_string(),
+            root: crate::DEFAULT_ROOT.to_string(),
+            session_timeout: crate::DEFAULT_TTL,
+            wait_timeout: DEFAULT_TIMEOUT,
+            credentials: None,
+        }
+    }
+
+    /// The root node.
+    pub fn root(mut self, root: &str) -> Self {
+        self.root = root.to_string();
+        self
+    }
+
+    /// The requested session timeout.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// How long a call waits for a session.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// Authenticates with digest `credentials` and protects our nodes with them.
+    pub fn digest(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+}
+
 impl Registry for ZkRegistry {
     fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
         Box::pin(async move {
@@ -723,8 +848,9 @@ impl Registry for ZkRegistry {
                 .shared
                 .retrying("register", |session| {
                     let (path, data) = (path.clone(), data.clone());
+                    let acls = self.shared.acls();
                     async move {
-                        ensure_node(&session, &path, &data)
+                        ensure_node(&session, acls, &path, &data)
                             .await
                             .map(|_| session.generation)
                     }
