@@ -14,8 +14,16 @@
 //! |---|---|---|
 //! | `memory://` or `memory://NAME` | in-process store shared by every `memory://NAME` registry of the process (no server) | — (default) |
 //! | `static://host:port[,host:port…]?service=NAME[&version=V][&group=G][&transport=tcp\|tls\|ws\|wss][&codec=a,b][&weight=N]` | fixed list; **`register` fails with [`Error::Unsupported`]** (read-only) | — (default) |
-//! | `etcd://host:port[,host:port…][/root][?ttl=SECS]` | etcd v3, keys under a lease (TTL default 10 s) | `etcd` |
-//! | `zookeeper://host:port[,host:port…][/root][?ttl=SECS]` (also `zk://`) | ZooKeeper, ephemeral nodes (session timeout = `ttl`, default 10 s) | `zookeeper` |
+//! | `etcd://[user:password@]host:port[,host:port…][/root][?ttl=SECS]` | etcd v3, keys under the client's lease (TTL default 10 s) | `etcd` |
+//! | `etcds://[user:password@]host:port[,…][/root]?ca=PEM[&cert=PEM&key=PEM][&server_name=NAME][&ttl=SECS]` | etcd v3 over TLS (CA, optional client certificate, name to verify) | `etcd` |
+//! | `zookeeper://[user:password@]host:port[,host:port…][/root][?ttl=SECS]` (also `zk://`) | ZooKeeper, ephemeral nodes (session timeout = `ttl`, default 10 s); with a user, digest auth and creator-only-write ACLs | `zookeeper` |
+//!
+//! URLs are parsed with the `url` crate; every malformed part or parameter is an
+//! [`Error::InvalidUrl`] (durations must be above 0 and at most [`MAX_SECONDS`]). Percent-encode
+//! `@`, `:` and `/` in a user name or password. A password is never shown: the URL in errors and
+//! `Debug` output has it replaced by `***` ([`redact_url`]), and [`Secret`] hides it elsewhere.
+//! In code, [`etcd::EtcdOptions`] (with [`etcd::EtcdTls`]) and [`zk::ZkOptions`] take the same
+//! settings (feature-gated modules).
 //!
 //! The root defaults to `/getty`. A URL naming a backend whose feature is off yields
 //! [`Error::FeatureDisabled`]. etcd also accepts `timeout=SECS` (per-request timeout, default 5 s);
@@ -179,7 +187,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Registry>> {
             parsed.no_credentials()?;
             Ok(Arc::new(static_list::StaticRegistry::from_url(&parsed)?))
         }
-        "etcd" => {
+        "etcd" | "etcds" => {
             #[cfg(feature = "etcd")]
             {
                 Ok(Arc::new(etcd::EtcdRegistry::from_url(&parsed).await?))
@@ -248,6 +256,11 @@ mod tests {
             "etcd://127.0.0.1:1/x?timeout=1e20",
             "etcd://127.0.0.1:1/x?ttl=-0",
             "etcd://127.0.0.1:99999/x",
+            "etcd://127.0.0.1:1/x?ca=/tmp/ca.pem",
+            "etcds://127.0.0.1:1/x",
+            "etcds://127.0.0.1:1/x?ca=/nonexistent/ca.pem",
+            "etcds://127.0.0.1:1/x?ca=/nonexistent/ca.pem&cert=/nonexistent/c.pem",
+            "etcds://u:pw@127.0.0.1:1/x?ca=/nonexistent/ca.pem",
         ]);
         #[cfg(feature = "zookeeper")]
         urls.extend([

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::model::{Query, ServiceInstance};
 use crate::registry::{BoxFuture, Registration, Registry, Watch};
+use crate::secret::Credentials;
 use crate::url::RegistryUrl;
 
 /// Default per-request timeout.
@@ -158,34 +159,59 @@ impl EtcdRegistry {
         ttl: Duration,
         timeout: Duration,
     ) -> Result<Self> {
-        let endpoints: Vec<String> = endpoints
+        Self::with_options(
+            EtcdOptions::new(endpoints.iter().copied())
+                .root(root)
+                .ttl(ttl)
+                .timeout(timeout),
+        )
+        .await
+    }
+
+    /// Connects as `options` say (TLS, user). Without a user no request is made yet; with one
+    /// the client authenticates now (and fails if etcd cannot be reached or refuses the user).
+    pub async fn with_options(options: EtcdOptions) -> Result<Self> {
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let endpoints: Vec<String> = options
+            .endpoints
             .iter()
             .map(|e| {
                 if e.contains("://") {
                     e.to_string()
                 } else {
-                    format!("http://{e}")
+                    format!("{scheme}://{e}")
                 }
             })
             .collect();
         if endpoints.is_empty() {
-            return Err(Error::InvalidUrl {
-                url: String::new(),
-                reason: "no etcd endpoint".into(),
-            });
+            return Err(Error::InvalidConfig("no etcd endpoint".into()));
         }
-        let options = ConnectOptions::new()
+        let timeout = options.timeout;
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(timeout.min(Duration::from_secs(3)))
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
-        let client = Client::connect(&endpoints, Some(options))
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls.load()?);
+        }
+        if let Some(c) = &options.credentials {
+            connect = connect
+                .with_user(c.user.clone(), c.password.expose())
+                .with_auto_token_refresh(true);
+        }
+        let client = tokio::time::timeout(timeout, Client::connect(&endpoints, Some(connect)))
             .await
+            .map_err(|_| Error::Unavailable(format!("etcd connect: no answer within {timeout:?}")))?
             .map_err(|e| classify("connect", e))?;
         let inner = Arc::new(Inner {
             client,
             endpoints,
-            root: root.trim_end_matches('/').to_string(),
-            ttl: ttl.max(Duration::from_secs(1)),
+            root: options.root.trim_end_matches('/').to_string(),
+            ttl: options.ttl.max(Duration::from_secs(1)),
             timeout,
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -197,15 +223,42 @@ impl EtcdRegistry {
     }
 
     pub(crate) async fn from_url(url: &RegistryUrl) -> Result<Self> {
-        url.only_params(&["ttl", "timeout"])?;
+        let tls = url.scheme == "etcds";
+        const TLS_PARAMS: [&str; 4] = ["ca", "cert", "key", "server_name"];
+        if !tls && let Some(p) = TLS_PARAMS.iter().find(|p| url.params.contains_key(**p)) {
+            return Err(url.error(format!("`{p}=` is a TLS parameter: use etcds://")));
+        }
+        url.only_params(&["ttl", "timeout", "ca", "cert", "key", "server_name"])?;
         if url.hosts.is_empty() {
             return Err(url.error("no etcd endpoint"));
         }
-        let root = url.root(crate::DEFAULT_ROOT)?;
-        let ttl = url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL);
-        let timeout = url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        let hosts: Vec<&str> = url.hosts.iter().map(String::as_str).collect();
-        Self::connect(&hosts, &root, ttl, timeout).await
+        let mut options = EtcdOptions::new(url.hosts.iter().map(String::as_str))
+            .root(&url.root(crate::DEFAULT_ROOT)?)
+            .ttl(url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL))
+            .timeout(url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT));
+        if tls {
+            let path = |k: &str| url.params.get(k).map(std::path::PathBuf::from);
+            let t = EtcdTls {
+                ca: path("ca"),
+                cert: path("cert"),
+                key: path("key"),
+                server_name: url.params.get("server_name").cloned(),
+            };
+            if t.ca.is_none() {
+                return Err(url.error("etcds:// needs `ca=PATH` (the CA certificate, PEM)"));
+            }
+            if t.cert.is_some() != t.key.is_some() {
+                return Err(url.error("`cert=` and `key=` go together"));
+            }
+            options = options.tls(t);
+        }
+        if let Some(c) = &url.credentials {
+            options = options.credentials(c.clone());
+        }
+        match Self::with_options(options).await {
+            Err(Error::InvalidConfig(reason)) => Err(url.error(reason)),
+            other => other,
+        }
     }
 
     /// The underlying etcd client (for diagnostics and tests).
@@ -221,6 +274,144 @@ impl EtcdRegistry {
     /// The lease TTL.
     pub fn ttl(&self) -> Duration {
         self.inner.ttl
+    }
+}
+
+/// How to reach and use etcd (see [`EtcdRegistry::with_options`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EtcdOptions {
+    /// `host:port` (or full `http(s)://host:port`) of the members.
+    pub endpoints: Vec<String>,
+    /// Key prefix (default [`DEFAULT_ROOT`](crate::DEFAULT_ROOT)).
+    pub root: String,
+    /// Lease TTL (default [`DEFAULT_TTL`](crate::DEFAULT_TTL)).
+    pub ttl: Duration,
+    /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// etcd user and password (etcd's auth must be enabled for them to matter).
+    pub credentials: Option<Credentials>,
+    /// TLS towards the members (`https://`); `None`: plaintext.
+    pub tls: Option<EtcdTls>,
+}
+
+impl EtcdOptions {
+    /// Defaults for `endpoints`.
+    pub fn new<'a>(endpoints: impl IntoIterator<Item = &'a str>) -> Self {
+        EtcdOptions {
+            endpoints: endpoints.into_iter().map(String::from).collect(),
+            root: crate::DEFAULT_ROOT.to_string(),
+            ttl: crate::DEFAULT_TTL,
+            timeout: DEFAULT_TIMEOUT,
+            credentials: None,
+            tls: None,
+        }
+    }
+
+    /// The key prefix.
+    pub fn root(mut self, root: &str) -> Self {
+        self.root = root.to_string();
+        self
+    }
+
+    /// The lease TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Authenticates as `credentials`.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Speaks TLS to the members.
+    pub fn tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}
+
+/// TLS towards etcd: the CA that signed the members' certificates, optionally a client
+/// certificate (etcd's `--client-cert-auth`), and the name to verify when it differs from the
+/// endpoint's host.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EtcdTls {
+    /// CA certificate(s), PEM.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate chain, PEM (with `key`).
+    pub cert: Option<std::path::PathBuf>,
+    /// Client private key, PEM (with `cert`).
+    pub key: Option<std::path::PathBuf>,
+    /// Server name to verify instead of the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+impl EtcdTls {
+    /// Trusts the CA certificate(s) in `ca` (PEM).
+    pub fn with_ca(ca: impl Into<std::path::PathBuf>) -> Self {
+        EtcdTls {
+            ca: Some(ca.into()),
+            ..EtcdTls::default()
+        }
+    }
+
+    /// Presents the client certificate `cert` with its key `key` (PEM files).
+    pub fn client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Verifies the members' certificates against `name`.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    fn load(&self) -> Result<etcd_client::TlsOptions> {
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "cannot read the etcd TLS {what} {}: {e}",
+                    p.display()
+                ))
+            })
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read("CA", ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read("certificate", cert)?,
+                    read("key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "an etcd client certificate needs both cert and key".into(),
+                ));
+            }
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(tls)
     }
 }
 

@@ -651,6 +651,7 @@ impl Session {
 fn same_error(e: &Error, text: &str) -> Error {
     match e {
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::Backend(m) => Error::Backend(m.clone()),
         Error::Closed => Error::Closed,
         _ => Error::Backend(text.to_string()),
     }
