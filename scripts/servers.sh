@@ -19,9 +19,10 @@
 #   (ZooKeeper's digest ACLs need no server setting: the single server above serves them.)
 #   Test certificates (a CA, a server certificate for 127.0.0.1 / localhost / etcd.getty.test and
 #   a client certificate) are generated at run time with openssl in $DIR/tls; none is committed.
-#   scripts/servers.sh stop-etcd-member N | start-etcd-member N   (N = 1..3; data kept)
+#   scripts/servers.sh stop-etcd-member N | kill-etcd-member N | start-etcd-member N
+#                                         (N = 1..3; kill = SIGKILL; data kept)
 #   scripts/servers.sh etcd-leader        print the member number (1..3) of the etcd leader
-#   scripts/servers.sh stop-zk-member N   | start-zk-member N
+#   scripts/servers.sh stop-zk-member N   | kill-zk-member N | start-zk-member N
 #   scripts/servers.sh zk-leader          print the server number (1..3) of the ZooKeeper leader
 #
 # etcd listens on 127.0.0.1:23790 (peer 23800), ZooKeeper on 127.0.0.1:21810: non-default ports
@@ -434,6 +435,18 @@ zk_leader() {
     die "no zookeeper leader"
 }
 
+kill_pidfile() { # pidfile: SIGKILL, no chance to shut down cleanly
+    local pid i
+    [[ -f "$1" ]] || return 0
+    pid=$(cat "$1")
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    rm -f "$1"
+}
+
 member_index() { # N (1..3) -> 0..2
     [[ "${1:-}" =~ ^[123]$ ]] || die "member number must be 1, 2 or 3"
     echo $(($1 - 1))
@@ -472,9 +485,11 @@ status)
     ;;
 stop-etcd-member) stop_pidfile "$DIR/etcd-c$(($(member_index "${2:-}") + 1)).pid" "etcd member ${2:-}" ;;
 start-etcd-member) start_etcd_member "$(member_index "${2:-}")" ;;
+kill-etcd-member) kill_pidfile "$DIR/etcd-c$(($(member_index "${2:-}") + 1)).pid" ;;
 etcd-leader) etcd_leader ;;
 stop-zk-member) stop_pidfile "$DIR/zk-s$(($(member_index "${2:-}") + 1)).pid" "zookeeper server ${2:-}" ;;
 start-zk-member) start_zk_member "$(member_index "${2:-}")" ;;
+kill-zk-member) kill_pidfile "$DIR/zk-s$(($(member_index "${2:-}") + 1)).pid" ;;
 zk-leader) zk_leader ;;
 start-etcd) mkdir -p "$DIR" && start_etcd ;;
 stop-etcd) stop_etcd ;;
@@ -488,7 +503,7 @@ zkcli)
     zkcli "$@"
     ;;
 *)
-    echo "usage: $0 up|down|status|start-etcd|stop-etcd|restart-etcd|wipe-etcd|start-zk|stop-zk|restart-zk|zkcli ARGS...|stop-etcd-member N|start-etcd-member N|etcd-leader|stop-zk-member N|start-zk-member N|zk-leader" >&2
+    echo "usage: $0 up|down|status|start-etcd|stop-etcd|restart-etcd|wipe-etcd|start-zk|stop-zk|restart-zk|zkcli ARGS...|stop-etcd-member N|kill-etcd-member N|start-etcd-member N|etcd-leader|stop-zk-member N|kill-zk-member N|start-zk-member N|zk-leader" >&2
     exit 2
     ;;
 esac
