@@ -301,6 +301,24 @@ start_etcd_secure() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Cluster members (etcd and ZooKeeper alike)
+# ---------------------------------------------------------------------------------------------
+wait_member() { # check-function index logfile what seconds
+    local i
+    for ((i = 0; i < $5 * 10; i++)); do
+        "$1" "$2" && return 0
+        sleep 0.1
+    done
+    tail -20 "$3" >&2
+    die "$4 not ready after $5 s"
+}
+
+stop_members() { # pidfile-prefix what: stops members 1..3
+    local i
+    for i in 1 2 3; do stop_pidfile "$DIR/$1$i.pid" "$2 $i"; done
+}
+
+# ---------------------------------------------------------------------------------------------
 # 3-member etcd cluster
 # ---------------------------------------------------------------------------------------------
 etcd_member_healthy() { # index 0..2
@@ -330,27 +348,15 @@ start_etcd_member() { # index 0..2
     echo $! >"$pidfile"
 }
 
-wait_etcd_member() { # index 0..2
-    local i
-    for ((i = 0; i < 200; i++)); do
-        etcd_member_healthy "$1" && return 0
-        sleep 0.1
-    done
-    tail -20 "$DIR/etcd-cluster/m$(($1 + 1))/etcd.log" >&2
-    die "etcd member $(($1 + 1)) not healthy after 20 s"
-}
-
 start_etcd_cluster() {
     local i
     for i in 0 1 2; do start_etcd_member "$i"; done
-    for i in 0 1 2; do wait_etcd_member "$i"; done
+    for i in 0 1 2; do
+        wait_member etcd_member_healthy "$i" "$DIR/etcd-cluster/m$((i + 1))/etcd.log" "etcd member $((i + 1))" 20
+    done
     log "etcd cluster up on 127.0.0.1:${ETCD_CLUSTER_PORTS[0]},${ETCD_CLUSTER_PORTS[1]},${ETCD_CLUSTER_PORTS[2]}"
 }
 
-stop_etcd_cluster() {
-    local i
-    for i in 1 2 3; do stop_pidfile "$DIR/etcd-c$i.pid" "etcd member $i"; done
-}
 
 etcd_leader() {
     local i fields
@@ -402,27 +408,15 @@ start_zk_member() { # index 0..2
     echo $! >"$pidfile"
 }
 
-wait_zk_member() { # index 0..2
-    local i
-    for ((i = 0; i < 300; i++)); do
-        zk_member_serving "$1" && return 0
-        sleep 0.1
-    done
-    tail -20 "$DIR/zk-ensemble/s$(($1 + 1))/zk.log" >&2
-    die "zookeeper server $(($1 + 1)) not serving after 30 s"
-}
-
 start_zk_ensemble() {
     local i
     for i in 0 1 2; do start_zk_member "$i"; done
-    for i in 0 1 2; do wait_zk_member "$i"; done
+    for i in 0 1 2; do
+        wait_member zk_member_serving "$i" "$DIR/zk-ensemble/s$((i + 1))/zk.log" "zookeeper server $((i + 1))" 30
+    done
     log "zookeeper ensemble up on 127.0.0.1:${ZK_ENSEMBLE_PORTS[0]},${ZK_ENSEMBLE_PORTS[1]},${ZK_ENSEMBLE_PORTS[2]}"
 }
 
-stop_zk_ensemble() {
-    local i
-    for i in 1 2 3; do stop_pidfile "$DIR/zk-s$i.pid" "zookeeper server $i"; done
-}
 
 zk_leader() {
     local i
@@ -468,8 +462,8 @@ down)
     stop_etcd
     stop_zk
     stop_pidfile "$DIR/etcd-secure.pid" etcd-secure
-    stop_etcd_cluster
-    stop_zk_ensemble
+    stop_members etcd-c "etcd member"
+    stop_members zk-s "zookeeper server"
     rm -rf "$DIR"
     ;;
 status)

@@ -16,16 +16,16 @@
 #[path = "registry_scenarios/server.rs"]
 mod server;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+/// Providers and a consumer's steady calls.
+#[path = "registry_scenarios/load.rs"]
+mod load;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use getty::core::ServerBuilder;
-use getty::registry::{Event, Query, Registry, ServiceInstance, connect};
-use getty::rpc::{
-    CallOptions, Cluster, ClusterOptions, Context, Json, Router, RpcOptions, RpcServer,
-};
+use getty::registry::{Query, Registry, connect};
+use getty::rpc::{Cluster, ClusterOptions, Router};
+use load::{Load, provider};
 
 const SVC: &str = "cluster.Who";
 const TTL: u64 = 5;
@@ -140,103 +140,6 @@ impl Drop for StartAllOnDrop {
     }
 }
 
-async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
-    let mut r = Router::new();
-    let me = name.to_string();
-    r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
-        let me = me.clone();
-        async move { Ok(me) }
-    });
-    let s = RpcServer::start(r, RpcOptions::default(), |cb| {
-        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
-    })
-    .await
-    .unwrap();
-    s.publish(&**reg, ServiceInstance::new(SVC, "").with_instance_id(name))
-        .await
-        .unwrap();
-    s
-}
-
-/// Calls and observations running for the whole scenario.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    served: Arc<Mutex<BTreeMap<String, u64>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    removed: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(cluster: Arc<Cluster>, mut watch: getty::registry::Watch) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let served = Arc::new(Mutex::new(BTreeMap::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let removed = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks: Vec<_> = (0..4)
-            .map(|_| {
-                let (c, stop, ok, served, failures) = (
-                    cluster.clone(),
-                    stop.clone(),
-                    ok.clone(),
-                    served.clone(),
-                    failures.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        match c
-                            .call::<Json, _, String>(None, SVC, "Who", &(), CallOptions::new())
-                            .await
-                        {
-                            Ok(who) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                *served.lock().unwrap().entry(who).or_default() += 1;
-                            }
-                            Err(e) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("after {:?}: {e}", t.elapsed())),
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                })
-            })
-            .collect();
-        let r = removed.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(ev) = watch.next().await {
-                if let Event::Removed(i) = ev {
-                    r.lock().unwrap().push(i.instance_id);
-                }
-            }
-        }));
-        Load {
-            stop,
-            ok,
-            served,
-            failures,
-            removed,
-            tasks,
-        }
-    }
-
-    async fn finish(self) -> (u64, BTreeMap<String, u64>, Vec<String>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let watcher = self.tasks.last().unwrap().abort_handle();
-        watcher.abort();
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        let removed = self.removed.lock().unwrap().clone();
-        let served = self.served.lock().unwrap().clone();
-        (self.ok.load(Ordering::Relaxed), served, failures, removed)
-    }
-}
-
 /// Checks every 500 ms for `secs` that the consumer still sees and is connected to both.
 async fn assert_view_held(cluster: &Cluster, secs: u64, what: &str) {
     let t = Instant::now();
@@ -285,8 +188,8 @@ async fn leader_killed_and_quorum_lost(target: &Target) {
     let url = target.url(&root);
     let providers_reg = connect(&url).await.unwrap();
     let consumer_reg = connect(&url).await.unwrap();
-    let p1 = provider(&providers_reg, "p1").await;
-    let p2 = provider(&providers_reg, "p2").await;
+    let p1 = provider(&providers_reg, SVC, "p1").await;
+    let p2 = provider(&providers_reg, SVC, "p2").await;
     let cluster = Arc::new(Cluster::new(
         consumer_reg.clone(),
         Query::new(SVC),
@@ -298,7 +201,7 @@ async fn leader_killed_and_quorum_lost(target: &Target) {
     ));
     assert!(cluster.wait_connected(2, Duration::from_secs(15)).await);
     let watch = consumer_reg.watch(&Query::new(SVC)).await.unwrap();
-    let load = Load::start(cluster.clone(), watch);
+    let load = Load::start(cluster.clone(), SVC, Duration::from_millis(10), Some(watch));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 1. The leader SIGKILLed; a new one is elected; the old one comes back 5 s later.
@@ -319,13 +222,13 @@ async fn leader_killed_and_quorum_lost(target: &Target) {
     wait_registered(&check, "after the leader's restart").await;
     let keep = target.leader().await;
     let down: Vec<u32> = (1..=3).filter(|m| *m != keep).collect();
-    let before = load.ok.load(Ordering::Relaxed);
+    let before = load.ok();
     for m in &down {
         target.script("stop", Some(*m)).await;
     }
     let lost = Instant::now();
     assert_view_held(&cluster, 20, "quorum lost").await;
-    let during = load.ok.load(Ordering::Relaxed) - before;
+    let during = load.ok() - before;
     for m in &down {
         target.script("start", Some(*m)).await;
     }
@@ -348,12 +251,12 @@ async fn leader_killed_and_quorum_lost(target: &Target) {
     );
     assert_view_held(&cluster, 1, "after recovery").await;
 
-    let (ok, served, failures, removed) = load.finish().await;
-    eprintln!(
-        "{}: {ok} calls ok, {} failed; served by {served:?}; Removed seen: {removed:?}",
-        target.name,
-        failures.len()
-    );
+    let load::Outcome {
+        served,
+        failures,
+        removed,
+        ..
+    } = load.finish().await;
     assert!(failures.is_empty(), "calls failed: {failures:#?}");
     assert!(removed.is_empty(), "spurious removals: {removed:?}");
     assert!(during > 100, "only {during} calls while quorum was lost");

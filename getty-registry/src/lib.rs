@@ -91,14 +91,22 @@
 //! # Integration tests
 //!
 //! The workspace-root tests `registry_memory` (no server), `registry_etcd` and `registry_zk` (real
-//! servers, never mocks) run with:
+//! servers, never mocks), `registry_secure` (etcd with TLS and auth) and `registry_cluster` (a
+//! 3-member etcd cluster and a 3-server ZooKeeper ensemble losing their leader and their quorum)
+//! run with:
 //!
 //! ```text
-//! bash scripts/servers.sh up      # installs etcd, ZooKeeper, a JRE and protoc if missing; starts
-//!                                 # etcd on 127.0.0.1:23790 and ZooKeeper on 127.0.0.1:21810
-//! cargo test -p getty --features etcd,zookeeper --test registry_memory --test registry_etcd --test registry_zk
+//! bash scripts/servers.sh up      # installs etcd, ZooKeeper, a JRE, openssl and protoc if
+//!                                 # missing; starts etcd on 127.0.0.1:23790, ZooKeeper on
+//!                                 # 127.0.0.1:21810, the secured etcd, the etcd cluster and the
+//!                                 # ZooKeeper ensemble (ports in the script's header)
+//! cargo test -p getty --features etcd,zookeeper --test registry_memory --test registry_etcd \
+//!     --test registry_zk --test registry_secure --test registry_cluster
 //! bash scripts/servers.sh down
 //! ```
+//!
+//! `bench`'s `getty-registry-scale` measures 10,000 registrations of one process on each backend
+//! (results in `bench/results/registry-scale.txt`).
 //!
 //! `GETTY_ETCD` / `GETTY_ZK` point the tests at other servers; an unreachable server fails the
 //! tests with a hint to run `scripts/servers.sh up`. The disruptive tests restart, stop and wipe
