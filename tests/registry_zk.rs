@@ -470,3 +470,34 @@ async fn digest_acls_protect_registrations() {
     );
     assert!(!format!("{alice2:?} {mallory:?}").contains("-pw"));
 }
+
+/// `deregister_all` of 300 registrations: multi-op deletes after one pipelined read, and the
+/// keepers, stopped afterwards, do not put anything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_all_in_batches() {
+    let _g = shared().await;
+    let zk = Zk::require().await;
+    let root = unique_root("batch");
+    let reg = connect(&zk.url(&root, 10)).await.unwrap();
+    let mut regs = Vec::new();
+    for i in 0..300 {
+        regs.push(
+            reg.register(
+                ServiceInstance::new("Many", format!("10.0.1.{}:{}", i / 250, 1000 + i))
+                    .with_instance_id(format!("m{i:03}")),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    assert_eq!(zk.stored(&root).await, 300);
+    let started = Instant::now();
+    getty::registry::Registration::deregister_all(regs)
+        .await
+        .unwrap();
+    eprintln!("deregister_all of 300 took {:?}", started.elapsed());
+    assert_eq!(zk.stored(&root).await, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(zk.stored(&root).await, 0, "a keeper put a node back");
+    assert!(reg.discover(&Query::new("Many")).await.unwrap().is_empty());
+}

@@ -61,9 +61,21 @@ pub(crate) trait Releaser: Send + Sync + 'static {
     fn release(&self, items: Vec<(String, u64)>, reply: Option<StopReply>);
 }
 
+/// How a task-kept registration can also be removed in a batch: its backend client, key and
+/// ownership token. The batch releases ownership first, so that the keeper, told to stop
+/// afterwards, leaves the (already removed) key alone.
+struct Batchable {
+    owner: Arc<dyn Releaser>,
+    key: String,
+    token: u64,
+}
+
 enum RegistrationInner {
     /// A background keeper task; sending on (or dropping) `stop` makes it deregister.
-    Task { stop: oneshot::Sender<StopReply> },
+    Task {
+        stop: oneshot::Sender<StopReply>,
+        batch: Option<Batchable>,
+    },
     /// Kept by a shared backend task (etcd's session lease).
     Owned {
         owner: Arc<dyn Releaser>,
@@ -85,12 +97,23 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// A registration kept by a background task. The task must deregister when it receives a
-    /// reply channel on `stop` (answering on it) or when `stop`'s sender is dropped.
-    pub(crate) fn with_task(instance: ServiceInstance, stop: oneshot::Sender<StopReply>) -> Self {
+    /// A registration kept by a background task, which must deregister when it receives a reply
+    /// channel on `stop` (answering on it) or when `stop`'s sender is dropped.
+    /// [`Registration::deregister_all`] can also remove it in a batch through `owner` (key
+    /// `key`, ownership `token`).
+    pub(crate) fn with_batchable_task(
+        instance: ServiceInstance,
+        stop: oneshot::Sender<StopReply>,
+        owner: Arc<dyn Releaser>,
+        key: String,
+        token: u64,
+    ) -> Self {
         Registration {
             instance,
-            inner: RegistrationInner::Task { stop },
+            inner: RegistrationInner::Task {
+                stop,
+                batch: Some(Batchable { owner, key, token }),
+            },
         }
     }
 
@@ -123,27 +146,55 @@ impl Registration {
     /// transactions of many deletes), the others concurrently. Returns the first error; every
     /// registration is still attempted (the ones that fail expire with their lease / session).
     pub async fn deregister_all(registrations: Vec<Registration>) -> Result<()> {
-        type Batch = (Arc<dyn Releaser>, Vec<(String, u64)>);
+        struct Batch {
+            owner: Arc<dyn Releaser>,
+            items: Vec<(String, u64)>,
+            /// Keepers to stop once the batch is done.
+            stops: Vec<oneshot::Sender<StopReply>>,
+        }
         let mut batches: Vec<Batch> = Vec::new();
+        let mut add = |owner: Arc<dyn Releaser>, key, token, stop| {
+            let i = match batches.iter().position(|b| Arc::ptr_eq(&b.owner, &owner)) {
+                Some(i) => i,
+                None => {
+                    batches.push(Batch {
+                        owner,
+                        items: Vec::new(),
+                        stops: Vec::new(),
+                    });
+                    batches.len() - 1
+                }
+            };
+            batches[i].items.push((key, token));
+            batches[i].stops.extend(stop);
+        };
         let mut waiting = tokio::task::JoinSet::new();
         for mut r in registrations {
             match std::mem::replace(&mut r.inner, RegistrationInner::Done) {
-                RegistrationInner::Owned { owner, key, token } => {
-                    match batches.iter_mut().find(|(o, _)| Arc::ptr_eq(o, &owner)) {
-                        Some((_, items)) => items.push((key, token)),
-                        None => batches.push((owner, vec![(key, token)])),
-                    }
-                }
+                RegistrationInner::Owned { owner, key, token } => add(owner, key, token, None),
+                RegistrationInner::Task {
+                    stop,
+                    batch: Some(Batchable { owner, key, token }),
+                } => add(owner, key, token, Some(stop)),
                 inner => {
                     r.inner = inner;
                     waiting.spawn(r.deregister());
                 }
             }
         }
-        for (owner, items) in batches {
+        for Batch {
+            owner,
+            items,
+            stops,
+        } in batches
+        {
             let (tx, rx) = oneshot::channel();
             owner.release(items, Some(tx));
-            waiting.spawn(async move { rx.await.unwrap_or(Err(Error::Closed)) });
+            waiting.spawn(async move {
+                let r = rx.await.unwrap_or(Err(Error::Closed));
+                drop(stops);
+                r
+            });
         }
         let mut result = Ok(());
         while let Some(r) = waiting.join_next().await {
@@ -163,7 +214,7 @@ impl Registration {
     /// Removes the instance from the registry and stops keeping it alive.
     pub async fn deregister(mut self) -> Result<()> {
         match std::mem::replace(&mut self.inner, RegistrationInner::Done) {
-            RegistrationInner::Task { stop } => {
+            RegistrationInner::Task { stop, .. } => {
                 let (tx, rx) = oneshot::channel();
                 if stop.send(tx).is_err() {
                     return Err(Error::Closed);

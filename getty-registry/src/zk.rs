@@ -57,6 +57,8 @@ use crate::url::RegistryUrl;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const WATCH_BUFFER: usize = 1024;
+/// Most node reads a watch sends before awaiting the first answer.
+const MAX_PIPELINED_READS: usize = 1024;
 
 /// A session of the registry's client; `generation` increases with every new session.
 #[derive(Clone)]
@@ -86,6 +88,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct ZkRegistry {
     shared: Arc<Shared>,
+    batch: Arc<Batch>,
 }
 
 impl std::fmt::Debug for ZkRegistry {
@@ -146,16 +149,18 @@ impl ZkRegistry {
             options.credentials.clone(),
             tx,
         ));
+        let shared = Arc::new(Shared {
+            servers: options.servers,
+            auth: options.credentials,
+            root: options.root.trim_end_matches('/').to_string(),
+            session_timeout: options.session_timeout,
+            wait_timeout: options.wait_timeout,
+            session: rx,
+            owners: Owners::default(),
+        });
         ZkRegistry {
-            shared: Arc::new(Shared {
-                servers: options.servers,
-                auth: options.credentials,
-                root: options.root.trim_end_matches('/').to_string(),
-                session_timeout: options.session_timeout,
-                wait_timeout: options.wait_timeout,
-                session: rx,
-                owners: Owners::default(),
-            }),
+            batch: Arc::new(Batch(shared.clone())),
+            shared,
         }
     }
 
@@ -521,6 +526,79 @@ async fn finish(
     }
 }
 
+/// Batched deregistration ([`Registration::deregister_all`]): ownership is released first (the
+/// keepers, stopped afterwards, then leave the nodes alone), the nodes are read in one pipeline
+/// to keep only those of our session, and deleted [`DELETES_PER_MULTI`] per multi-op.
+struct Batch(Arc<Shared>);
+
+/// Deletes per multi-op (one write transaction on the server instead of one per node).
+const DELETES_PER_MULTI: usize = 100;
+
+impl crate::registry::Releaser for Batch {
+    fn release(&self, items: Vec<(String, u64)>, reply: Option<oneshot::Sender<Result<()>>>) {
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let paths: Vec<String> = items
+                .into_iter()
+                .filter(|(path, token)| shared.owners.release(path, *token))
+                .map(|(path, _)| path)
+                .collect();
+            let paths = &paths;
+            let result = shared
+                .retrying("deregister", |session| async move {
+                    delete_owned(&session, paths).await
+                })
+                .await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "zookeeper deregistration failed; the nodes go with their session");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        });
+    }
+}
+
+/// Deletes those of `paths` that are nodes of `session`.
+async fn delete_owned(session: &Session, paths: &[String]) -> std::result::Result<(), zkc::Error> {
+    let client = &session.client;
+    let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+    let mut owned = Vec::new();
+    for (path, read) in paths.iter().zip(reads) {
+        match read.await {
+            Ok((_, stat)) if session.owns(&stat) => owned.push((path.as_str(), stat.version)),
+            Ok(_) | Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let commits: Vec<_> = owned
+        .chunks(DELETES_PER_MULTI)
+        .map(|chunk| {
+            let mut multi = client.new_multi_writer();
+            for (path, version) in chunk {
+                multi.add_delete(path, Some(*version))?;
+            }
+            Ok((chunk, multi.commit()))
+        })
+        .collect::<std::result::Result<_, zkc::Error>>()?;
+    for (chunk, commit) in commits {
+        match commit.await.map_err(zkc::Error::from) {
+            Ok(_) => {}
+            // One node changed or went meanwhile: the others one by one.
+            Err(zkc::Error::NoNode | zkc::Error::BadVersion) => {
+                for (path, version) in chunk {
+                    match client.delete(path, Some(*version)).await {
+                        Ok(()) | Err(zkc::Error::NoNode | zkc::Error::BadVersion) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Watch
 // ---------------------------------------------------------------------------------------------
@@ -597,6 +675,13 @@ async fn arm_and_list(
 /// Moves a persistent watcher into its own task and forwards its events (up to and including a
 /// terminal session event). Contains panics of the watcher (zookeeper-client 0.11 panics when
 /// polled after its session ended abruptly): the channel then just closes.
+fn is_node_event(ev: &zkc::WatchedEvent) -> bool {
+    matches!(
+        ev.event_type,
+        EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
+    )
+}
+
 fn forward(
     mut watcher: zkc::PersistentWatcher,
 ) -> (mpsc::UnboundedReceiver<zkc::WatchedEvent>, AbortOnDrop) {
@@ -653,18 +738,26 @@ impl WatchState {
         true
     }
 
-    /// Re-reads one node and emits the resulting change.
+    /// Re-reads `paths` and emits the resulting changes. The reads are pipelined (all sent
+    /// before the first answer is awaited), so a burst of node events costs one round trip, not
+    /// one per node.
     async fn refresh(
         &mut self,
         session: &Session,
-        path: &str,
+        paths: &[String],
     ) -> std::result::Result<bool, zkc::Error> {
-        let change = match session.client.get_data(path).await {
-            Ok((data, _)) => self.view.upsert(path, decode(path, &data, &self.query)),
-            Err(zkc::Error::NoNode) => self.view.remove(path),
-            Err(e) => return Err(e),
-        };
-        Ok(self.emit(change).await)
+        let reads: Vec<_> = paths.iter().map(|p| session.client.get_data(p)).collect();
+        for (path, read) in paths.iter().zip(reads) {
+            let change = match read.await {
+                Ok((data, _)) => self.view.upsert(path, decode(path, &data, &self.query)),
+                Err(zkc::Error::NoNode) => self.view.remove(path),
+                Err(e) => return Err(e),
+            };
+            if !self.emit(change).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn run(mut self, mut session: Session, watcher: zkc::PersistentWatcher) {
@@ -674,6 +767,8 @@ impl WatchState {
         // Set when events may have been missed: re-list (and, after a session change, re-arm).
         let mut relist = false;
         let mut rearm = false;
+        // An event taken from the queue but not handled yet.
+        let mut held: Option<zkc::WatchedEvent> = None;
         loop {
             if rearm {
                 // Wait for a live session (a newer one if ours ended), then arm + list + diff.
@@ -690,6 +785,7 @@ impl WatchState {
                     Ok((w, fresh)) => {
                         session = next;
                         (events, _forwarder) = forward(w);
+                        held = None;
                         rearm = false;
                         relist = false;
                         backoff.reset();
@@ -735,9 +831,12 @@ impl WatchState {
                     }
                 }
             }
-            let ev = tokio::select! {
-                _ = self.tx.closed() => return,
-                ev = events.recv() => ev,
+            let ev = match held.take() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
+                    _ = self.tx.closed() => return,
+                    ev = events.recv() => ev,
+                },
             };
             let Some(ev) = ev else {
                 // The forwarder ended without a terminal event (watcher failure): start over.
@@ -760,11 +859,27 @@ impl WatchState {
                 EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
                     if self.is_leaf(&ev.path) =>
                 {
-                    match self.refresh(&session, &ev.path).await {
+                    // The node events already queued are read together; anything else waits
+                    // in `held` for the next turn.
+                    let mut paths = vec![ev.path];
+                    while paths.len() < MAX_PIPELINED_READS {
+                        match events.try_recv() {
+                            Ok(next) if is_node_event(&next) && self.is_leaf(&next.path) => {
+                                paths.push(next.path)
+                            }
+                            Ok(next) if is_node_event(&next) => {}
+                            Ok(next) => {
+                                held = Some(next);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    match self.refresh(&session, &paths).await {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
-                            tracing::debug!(path = %ev.path, error = %e, "zookeeper read failed; will re-list");
+                            tracing::debug!(error = %e, "zookeeper read failed; will re-list");
                             relist = true;
                         }
                     }
@@ -861,13 +976,19 @@ impl Registry for ZkRegistry {
             let (stop_tx, stop_rx) = oneshot::channel();
             tokio::spawn(keeper(
                 self.shared.clone(),
-                path,
+                path.clone(),
                 data,
                 generation,
                 token,
                 stop_rx,
             ));
-            Ok(Registration::with_task(instance, stop_tx))
+            Ok(Registration::with_batchable_task(
+                instance,
+                stop_tx,
+                self.batch.clone(),
+                path,
+                token,
+            ))
         })
     }
 

@@ -108,7 +108,7 @@ async fn raw_watch(kind: &str, addr: &str, root: &str, n: usize, seen: Arc<Atomi
                 if ev.event_type == zookeeper_client::EventType::NodeCreated
                     && ev.path.matches('/').count() == depth
                 {
-                    keys.insert(ev.path.clone());
+                    keys.insert(ev.path.clone().into_bytes());
                     seen.store(keys.len() as u64, Ordering::Relaxed);
                 }
             }
