@@ -14,15 +14,14 @@
 mod server;
 
 /// Providers and a consumer's steady calls.
+#[allow(dead_code)]
 #[path = "registry_scenarios/load.rs"]
 mod load;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use getty::registry::{Query, connect};
-use getty::rpc::{Cluster, ClusterOptions, Router};
-use load::{Load, provider};
+use load::{Load, Setup};
 
 const SVC: &str = "faults.Who";
 fn etcd_addr() -> String {
@@ -52,23 +51,10 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
     );
     let ttl = 3;
     let url = format!("etcd://{}{root}?ttl={ttl}", etcd_addr());
-    let providers_reg = connect(&url).await.unwrap();
-    let consumer_reg = connect(&url).await.unwrap();
-    let p1 = provider(&providers_reg, SVC, "p1").await;
-    let p2 = provider(&providers_reg, SVC, "p2").await;
-    let cluster = Cluster::new(
-        consumer_reg.clone(),
-        Query::new(SVC),
-        Router::new(),
-        ClusterOptions {
-            reconnect_interval: Duration::from_millis(50),
-            ..Default::default()
-        },
-    );
-    assert!(cluster.wait_connected(2, Duration::from_secs(10)).await);
+    let setup = Setup::start(&url, SVC).await;
+    let cluster = setup.cluster.clone();
 
     // Steady calls from 4 callers, all the time.
-    let cluster = Arc::new(cluster);
     let load = Load::start(cluster.clone(), SVC, Duration::from_millis(5), None);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -137,7 +123,5 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
         served.len() == 2 && served.values().all(|&n| n > 100),
         "{served:?}"
     );
-    cluster.close().await;
-    p1.shutdown(Duration::from_secs(1)).await;
-    p2.shutdown(Duration::from_secs(1)).await;
+    setup.stop().await;
 }

@@ -17,6 +17,7 @@
 mod server;
 
 /// Providers and a consumer's steady calls.
+#[allow(dead_code)]
 #[path = "registry_scenarios/load.rs"]
 mod load;
 
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use getty::registry::{Query, Registry, connect};
-use getty::rpc::{Cluster, ClusterOptions, Router};
-use load::{Load, provider};
+use getty::rpc::Cluster;
+use load::{Load, Setup};
 
 const SVC: &str = "cluster.Who";
 const TTL: u64 = 5;
@@ -186,20 +187,8 @@ async fn leader_killed_and_quorum_lost(target: &Target) {
     let _restart = StartAllOnDrop(target.cmd);
     let root = server::unique_root(&format!("cluster-{}", target.cmd));
     let url = target.url(&root);
-    let providers_reg = connect(&url).await.unwrap();
-    let consumer_reg = connect(&url).await.unwrap();
-    let p1 = provider(&providers_reg, SVC, "p1").await;
-    let p2 = provider(&providers_reg, SVC, "p2").await;
-    let cluster = Arc::new(Cluster::new(
-        consumer_reg.clone(),
-        Query::new(SVC),
-        Router::new(),
-        ClusterOptions {
-            reconnect_interval: Duration::from_millis(50),
-            ..Default::default()
-        },
-    ));
-    assert!(cluster.wait_connected(2, Duration::from_secs(15)).await);
+    let setup = Setup::start(&url, SVC).await;
+    let (cluster, consumer_reg) = (setup.cluster.clone(), setup.consumer_reg.clone());
     let watch = consumer_reg.watch(&Query::new(SVC)).await.unwrap();
     let load = Load::start(cluster.clone(), SVC, Duration::from_millis(10), Some(watch));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -264,9 +253,7 @@ async fn leader_killed_and_quorum_lost(target: &Target) {
         served.len() == 2 && served.values().all(|&n| n > 100),
         "{served:?}"
     );
-    cluster.close().await;
-    p1.shutdown(Duration::from_secs(1)).await;
-    p2.shutdown(Duration::from_secs(1)).await;
+    setup.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

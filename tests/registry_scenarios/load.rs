@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use getty::core::ServerBuilder;
-use getty::registry::{Event, Registry, ServiceInstance, Watch};
-use getty::rpc::{CallOptions, Cluster, Context, Json, Router, RpcOptions, RpcServer};
+use getty::registry::{Event, Query, Registry, ServiceInstance, Watch, connect};
+use getty::rpc::{
+    CallOptions, Cluster, ClusterOptions, Context, Json, Router, RpcOptions, RpcServer,
+};
 
 /// An RPC server answering `service/Who` with `name`, published in `reg` as instance `name`.
 pub async fn provider(reg: &Arc<dyn Registry>, service: &str, name: &str) -> RpcServer {
@@ -31,6 +33,48 @@ pub async fn provider(reg: &Arc<dyn Registry>, service: &str, name: &str) -> Rpc
     .await
     .unwrap();
     s
+}
+
+/// Two providers `p1` and `p2` published through one client of `url`, and a consumer's
+/// `Cluster` (on another client) connected to both.
+pub struct Setup {
+    pub consumer_reg: Arc<dyn Registry>,
+    pub cluster: Arc<Cluster>,
+    pub providers: [RpcServer; 2],
+}
+
+impl Setup {
+    pub async fn start(url: &str, service: &str) -> Setup {
+        let providers_reg = connect(url).await.unwrap();
+        let consumer_reg = connect(url).await.unwrap();
+        let providers = [
+            provider(&providers_reg, service, "p1").await,
+            provider(&providers_reg, service, "p2").await,
+        ];
+        let cluster = Arc::new(Cluster::new(
+            consumer_reg.clone(),
+            Query::new(service),
+            Router::new(),
+            ClusterOptions {
+                reconnect_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        ));
+        assert!(cluster.wait_connected(2, Duration::from_secs(15)).await);
+        Setup {
+            consumer_reg,
+            cluster,
+            providers,
+        }
+    }
+
+    /// Closes the consumer and shuts the providers down.
+    pub async fn stop(self) {
+        self.cluster.close().await;
+        for p in self.providers {
+            p.shutdown(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// The calls (and, optionally, a watch's removals) running in the background.
