@@ -141,10 +141,9 @@ impl RpcServer {
     pub async fn shutdown(&self, grace: Duration) {
         let regs =
             std::mem::take(&mut *self.registrations.lock().unwrap_or_else(|e| e.into_inner()));
-        for r in regs {
-            if let Err(e) = r.deregister().await {
-                tracing::warn!(error = %e, "deregistration failed; the registry will expire it");
-            }
+        // All at once: one lease revoke on etcd for any number of instances.
+        if let Err(e) = Registration::deregister_all(regs).await {
+            tracing::warn!(error = %e, "deregistration failed; the registry will expire it");
         }
         // Drained means nothing is being served and nothing arrived for a short quiet spell
         // (a request may still be on the wire from a consumer that has not yet seen the
