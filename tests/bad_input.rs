@@ -289,8 +289,8 @@ async fn attacks(srv: &RpcServer, verbose: bool) {
 
     // 5. An unknown frame kind.
     let mut f = encode(&Frame::ping(1));
-    f[3] = 9;
-    closed(f.to_vec(), false, "unknown frame kind 9").await;
+    f[3] = 11;
+    closed(f.to_vec(), false, "unknown frame kind 11").await;
 
     // 6. A malformed meta section: a service name that is not UTF-8, and a pair count that
     //    runs past the section.

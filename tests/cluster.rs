@@ -16,6 +16,16 @@ use getty::rpc::{
 const SVC: &str = "cluster.Echo";
 
 async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
+    provider_as(
+        reg,
+        name,
+        ServiceInstance::new(SVC, "").with_instance_id(name),
+    )
+    .await
+}
+
+/// The router of a provider: `Who` answers `name`, `Slow` sleeps.
+fn provider_router(name: &str) -> Router {
     let mut r = Router::new();
     let me = name.to_string();
     r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
@@ -26,14 +36,17 @@ async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(ms)
     });
-    let s = RpcServer::start(r, RpcOptions::default(), |cb| {
+    r
+}
+
+/// A TCP provider answering `name`, published as `inst` (its address filled in).
+async fn provider_as(reg: &Arc<dyn Registry>, name: &str, inst: ServiceInstance) -> RpcServer {
+    let s = RpcServer::start(provider_router(name), RpcOptions::default(), |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
     })
     .await
     .unwrap();
-    s.publish(&**reg, ServiceInstance::new(SVC, "").with_instance_id(name))
-        .await
-        .unwrap();
+    s.publish(&**reg, inst).await.unwrap();
     s
 }
 
@@ -285,3 +298,311 @@ backend!(
     ),
     cfg(feature = "zookeeper")
 );
+
+// ---- lifecycle and policy (memory:// only: none of it depends on the backend) ----
+
+mod transport_common;
+
+use bytes::Bytes;
+use getty::registry::Transport;
+use getty::rpc::{CodecId, TransportSecurity};
+
+fn memory_url() -> String {
+    format!("memory://cluster-lc-{}", fastrand::u64(..))
+}
+
+/// A memory registry, provider "p1" and a cluster connected to it.
+async fn one_provider() -> (Arc<dyn Registry>, RpcServer, Cluster) {
+    let reg = connect(&memory_url()).await.unwrap();
+    let p = provider(&reg, "p1").await;
+    let c = cluster(&reg, Strategy::RoundRobin);
+    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    (reg, p, c)
+}
+
+/// Waits (at most `within`) until `f` holds.
+async fn within(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let t = tokio::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_cluster_closes_its_connections() {
+    let (_reg, p, c) = one_provider().await;
+    within(
+        "the provider sees the consumer",
+        Duration::from_secs(3),
+        || p.core().session_count() == 1,
+    )
+    .await;
+    drop(c);
+    within(
+        "the dropped cluster's connection closes",
+        Duration::from_secs(1),
+        || p.core().session_count() == 0,
+    )
+    .await;
+    p.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_stops_following_the_directory() {
+    let (reg, p1, c) = one_provider().await;
+    c.close().await;
+    let p2 = provider(&reg, "p2").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        p2.core().session_count(),
+        0,
+        "a closed cluster dials nothing"
+    );
+    assert!(c.connected().is_empty());
+    let err = c
+        .call::<Json, _, String>(None, SVC, "Who", &(), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, getty::rpc::Status::ConnectionClosed, "{err}");
+    p1.close().await;
+    p2.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_listed_again_at_another_address_is_reconnected() {
+    let (reg, p1, c) = one_provider().await;
+    assert_eq!(who(&c, None).await, "p1");
+    // A new server takes over the same instance id (a restart on another port).
+    let p2 = provider_as(
+        &reg,
+        "p2",
+        ServiceInstance::new(SVC, "").with_instance_id("p1"),
+    )
+    .await;
+    let t = tokio::time::Instant::now();
+    loop {
+        if let Ok(w) = c
+            .call::<Json, _, String>(None, SVC, "Who", &(), CallOptions::new())
+            .await
+            && w == "p2"
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "calls never reached the new address"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.close().await;
+    p1.close().await;
+    p2.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_in_two_groups_is_two_instances() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let mut ps = Vec::new();
+    for (group, name) in [("a", "in-a"), ("b", "in-b")] {
+        let inst = ServiceInstance::new(SVC, "")
+            .with_group(group)
+            .with_instance_id("same");
+        ps.push(provider_as(&reg, name, inst).await);
+    }
+    let c = cluster(&reg, Strategy::RoundRobin);
+    assert!(
+        c.wait_connected(2, Duration::from_secs(3)).await,
+        "both instances connected, though they share an id"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(who(&c, None).await);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    c.close().await;
+    for p in ps {
+        p.close().await;
+    }
+}
+
+/// A listener that accepts and never reads; `close_one` closes the oldest connection it holds.
+struct Sink {
+    addr: String,
+    held: Arc<std::sync::Mutex<std::collections::VecDeque<tokio::net::TcpStream>>>,
+}
+
+impl Sink {
+    async fn start() -> Sink {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let held = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let h = held.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                h.lock().unwrap().push_back(s);
+            }
+        });
+        Sink { addr, held }
+    }
+    fn close_one(&self) {
+        self.held.lock().unwrap().pop_front();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_fails_at_once_when_every_connected_instance_was_tried() {
+    // One instance with two connections to a peer that never reads: big calls fill both write
+    // queues, then one more call waits for room. Its connection is closed under it (nothing
+    // was sent: fail-over), while the instance stays connected through the other connection or
+    // the reconnect. Every connected instance was then tried: the call must fail now, not
+    // poll until its deadline.
+    let reg = connect(&memory_url()).await.unwrap();
+    let sink = Sink::start().await;
+    let _r = reg
+        .register(ServiceInstance::new(SVC, sink.addr.clone()).with_instance_id("deaf"))
+        .await
+        .unwrap();
+    let mut rpc = RpcOptions {
+        max_frame: 64 << 20,
+        default_timeout: Duration::from_secs(6),
+        ..Default::default()
+    };
+    rpc.session.write_queue_len = 1;
+    let c = Arc::new(Cluster::new(
+        reg.clone(),
+        Query::new(SVC),
+        Router::new(),
+        ClusterOptions {
+            rpc,
+            connections: 2,
+            reconnect_interval: Duration::from_millis(20),
+            ..Default::default()
+        },
+    ));
+    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    within("both connections up", Duration::from_secs(3), || {
+        sink.held.lock().unwrap().len() == 2
+    })
+    .await;
+    let big = Bytes::from(vec![0u8; 32 << 20]);
+    let call = |body: Bytes| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let t = tokio::time::Instant::now();
+            let r = c
+                .call_raw(None, SVC, "Who", CodecId::Json, body, CallOptions::new())
+                .await;
+            (r, t.elapsed())
+        })
+    };
+    // Two stuck writes and two queued ones fill both connections.
+    let fill: Vec<_> = (0..4).map(|_| call(big.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = call(Bytes::from_static(b"null"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!last.is_finished(), "the last call waits for room");
+    // Close the original connections one by one; the last call's goes down with one of them.
+    sink.close_one();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sink.close_one();
+    let (r, took) = tokio::time::timeout(Duration::from_secs(10), last)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.status, getty::rpc::Status::ConnectionClosed, "{err}");
+    assert!(
+        took < Duration::from_secs(3),
+        "failed after {took:?}: it waited for its deadline (6 s)"
+    );
+    for f in fill {
+        f.abort();
+    }
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_requires_tls_never_dials_plaintext() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let pki = transport_common::pki();
+    // A plaintext provider, and one that says `wss` but gives a `ws://` URL.
+    let plain = provider(&reg, "plain").await;
+    let _ws = reg
+        .register(
+            ServiceInstance::new(SVC, format!("ws://{}/", plain.local_addr()))
+                .with_transport(Transport::Wss)
+                .with_instance_id("ws-url"),
+        )
+        .await
+        .unwrap();
+    // A TLS provider.
+    let tls = RpcServer::start(provider_router("tls"), RpcOptions::default(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
+    })
+    .await
+    .unwrap();
+    tls.publish(
+        &*reg,
+        ServiceInstance::new(SVC, "")
+            .with_transport(Transport::Tls)
+            .with_instance_id("tls"),
+    )
+    .await
+    .unwrap();
+    // A cluster that trusts the CA (no client certificate) and requires `security`.
+    let secure = |security| {
+        Cluster::new(
+            reg.clone(),
+            Query::new(SVC),
+            Router::new(),
+            ClusterOptions {
+                tls: Some(pki.client()),
+                security,
+                ..Default::default()
+            },
+        )
+    };
+    let c = secure(TransportSecurity::Tls);
+    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        plain.core().session_count(),
+        0,
+        "nothing dialled in plaintext"
+    );
+    assert_eq!(
+        c.refused(),
+        2,
+        "both plaintext advertisements refused and counted"
+    );
+    for _ in 0..5 {
+        assert_eq!(who(&c, None).await, "tls");
+    }
+    c.close().await;
+
+    // Mutual TLS required, but no client certificate: the TLS instance is refused too.
+    let c = secure(TransportSecurity::MutualTls);
+    within("all three refused", Duration::from_secs(3), || {
+        c.refused() == 3
+    })
+    .await;
+    assert!(c.connected().is_empty());
+    assert_eq!(tls.core().session_count(), 0);
+    c.close().await;
+    plain.close().await;
+    tls.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_before_any_connection_waits_for_one() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let p = provider(&reg, "p1").await;
+    for _ in 0..20 {
+        // No wait_connected: the call waits for the first connection (woken by it, no polling).
+        let c = cluster(&reg, Strategy::RoundRobin);
+        assert_eq!(who(&c, None).await, "p1");
+        c.close().await;
+    }
+    p.close().await;
+}

@@ -13,15 +13,15 @@
 #[path = "registry_scenarios/server.rs"]
 mod server;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+/// Providers and a consumer's steady calls.
+#[allow(dead_code)]
+#[path = "registry_scenarios/load.rs"]
+mod load;
+
 use std::time::{Duration, Instant};
 
-use getty::core::ServerBuilder;
-use getty::registry::{Query, Registry, ServiceInstance, connect};
-use getty::rpc::{
-    CallOptions, Cluster, ClusterOptions, Context, Json, Router, RpcOptions, RpcServer,
-};
+use getty::registry::{Query, connect};
+use load::{Load, Setup};
 
 const SVC: &str = "faults.Who";
 fn etcd_addr() -> String {
@@ -41,24 +41,6 @@ impl Drop for RestartOnDrop {
     }
 }
 
-async fn provider(reg: &Arc<dyn Registry>, name: &str) -> RpcServer {
-    let mut r = Router::new();
-    let me = name.to_string();
-    r.add_json(SVC, "Who", move |_ctx: Context, _: ()| {
-        let me = me.clone();
-        async move { Ok(me) }
-    });
-    let s = RpcServer::start(r, RpcOptions::default(), |cb| {
-        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
-    })
-    .await
-    .unwrap();
-    s.publish(&**reg, ServiceInstance::new(SVC, "").with_instance_id(name))
-        .await
-        .unwrap();
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
     server::require("etcd", "GETTY_ETCD", etcd_addr());
@@ -69,62 +51,16 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
     );
     let ttl = 3;
     let url = format!("etcd://{}{root}?ttl={ttl}", etcd_addr());
-    let providers_reg = connect(&url).await.unwrap();
-    let consumer_reg = connect(&url).await.unwrap();
-    let p1 = provider(&providers_reg, "p1").await;
-    let p2 = provider(&providers_reg, "p2").await;
-    let cluster = Cluster::new(
-        consumer_reg.clone(),
-        Query::new(SVC),
-        Router::new(),
-        ClusterOptions {
-            reconnect_interval: Duration::from_millis(50),
-            ..Default::default()
-        },
-    );
-    assert!(cluster.wait_connected(2, Duration::from_secs(10)).await);
+    let setup = Setup::start(&url, SVC).await;
+    let cluster = setup.cluster.clone();
 
     // Steady calls from 4 callers, all the time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let served = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let cluster = Arc::new(cluster);
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (c, stop, ok, served, failures) = (
-                cluster.clone(),
-                stop.clone(),
-                ok.clone(),
-                served.clone(),
-                failures.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    match c
-                        .call::<Json, _, String>(None, SVC, "Who", &(), CallOptions::new())
-                        .await
-                    {
-                        Ok(who) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            *served.lock().unwrap().entry(who).or_default() += 1;
-                        }
-                        Err(e) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("after {:?}: {e}", t.elapsed())),
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(cluster.clone(), SVC, Duration::from_millis(5), None);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The outage.
     let _restart = RestartOnDrop;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
     server::servers("stop-etcd").await;
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(10) {
@@ -140,7 +76,7 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
             "connections lost during the outage"
         );
     }
-    let during = ok.load(Ordering::Relaxed) - before;
+    let during = load.ok() - before;
     server::servers("start-etcd").await;
     eprintln!(
         "etcd back after {:?}; {during} calls succeeded meanwhile",
@@ -176,17 +112,8 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
     );
     assert_eq!(cluster.instances().len(), 2);
 
-    stop.store(true, Ordering::Relaxed);
-    for c in callers {
-        c.await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
-    let served = served.lock().unwrap().clone();
-    eprintln!(
-        "calls: {} ok, {} failed; served by {served:?}",
-        ok.load(Ordering::Relaxed),
-        failures.len()
-    );
+    let outcome = load.finish().await;
+    let (failures, served) = (outcome.failures, outcome.served);
     assert!(
         failures.is_empty(),
         "calls to live providers failed: {failures:#?}"
@@ -196,7 +123,5 @@ async fn registry_down_for_10s_loses_no_call_and_registrations_come_back() {
         served.len() == 2 && served.values().all(|&n| n > 100),
         "{served:?}"
     );
-    cluster.close().await;
-    p1.shutdown(Duration::from_secs(1)).await;
-    p2.shutdown(Duration::from_secs(1)).await;
+    setup.stop().await;
 }

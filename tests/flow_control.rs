@@ -36,6 +36,7 @@ fn raw(name: &str) -> MethodInfo {
         reply_type: "bytes".into(),
         one_way: false,
         codecs: vec![CodecId::Protobuf],
+        stream: None,
     }
 }
 
@@ -597,4 +598,66 @@ async fn handlers_stop_on_cancel_and_close_returns_after_they_stopped() {
         );
     }
     client.close().await;
+}
+
+/// Pending calls fail as soon as the connection starts closing, not once the writer has spent
+/// its wait time flushing to a peer that does not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_calls_fail_when_the_close_starts_not_after_the_flush() {
+    let _serial = SERIAL.lock().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let o = RpcOptions {
+        session: SessionOptions {
+            wait_time: Duration::from_secs(5),
+            ..SessionOptions::default()
+        },
+        ..RpcOptions::default()
+    };
+    let c = RpcClient::start(Router::new(), o, |cb| {
+        ClientBuilder::new(addr.to_string()).connect_tcp(cb)
+    })
+    .unwrap();
+    c.ready().await.unwrap();
+    let peer = c.peer().unwrap();
+    let body = Bytes::from(vec![0u8; 512 * KB]);
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (peer, body) = (peer.clone(), body.clone());
+            tokio::spawn(async move {
+                peer.call_raw(
+                    SVC,
+                    "Echo",
+                    CodecId::Protobuf,
+                    body,
+                    CallOptions::new().timeout(Duration::from_secs(60)),
+                )
+                .await
+            })
+        })
+        .collect();
+    // The socket's buffers fill; the writer is stuck in a write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(peer.stats().pending > 0);
+    let t = Instant::now();
+    peer.close();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().unwrap_err().status,
+            Status::ConnectionClosed
+        );
+    }
+    let took = t.elapsed();
+    eprintln!("pending calls failed {took:?} after the close started");
+    assert!(
+        took < Duration::from_secs(2),
+        "pending calls waited {took:?} for the flush"
+    );
+    c.close().await;
+    hold.abort();
 }

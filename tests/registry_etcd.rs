@@ -14,7 +14,10 @@ mod registry_scenarios;
 
 use std::time::Duration;
 
-use getty::registry::{ServiceInstance, connect};
+use std::collections::BTreeSet;
+
+use getty::registry::etcd::etcd_client;
+use getty::registry::{Registration, ServiceInstance, connect};
 use registry_scenarios::server::{self, exclusive, servers, shared, unique_root};
 use registry_scenarios::{self as scenarios, Backend, Followed, eventually};
 
@@ -95,6 +98,60 @@ async fn lease_of(key: &str) -> Option<i64> {
         .as_array()
         .and_then(|kvs| kvs.first())
         .map(|kv| kv["lease"].as_i64().unwrap())
+}
+
+/// The instance keys under `prefix` with their lease and mod revision, read with a raw client.
+async fn raw_kvs(prefix: &str) -> Vec<(String, i64, i64)> {
+    let mut c = etcd_client::Client::connect([format!("http://{}", etcd_addr())], None)
+        .await
+        .unwrap();
+    let resp = c
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                kv.lease(),
+                kv.mod_revision(),
+            )
+        })
+        .collect()
+}
+
+/// Whether lease `id` still exists.
+async fn lease_exists(id: i64) -> bool {
+    let mut c = etcd_client::Client::connect([format!("http://{}", etcd_addr())], None)
+        .await
+        .unwrap();
+    c.lease_time_to_live(id, None).await.unwrap().ttl() > 0
+}
+
+/// `n` registrations made concurrently through `reg`.
+async fn register_many(
+    reg: &std::sync::Arc<dyn getty::registry::Registry>,
+    n: usize,
+) -> Vec<Registration> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                reg.register(
+                    ServiceInstance::new("Many", format!("10.1.{}.{}:80", i / 250, i % 250))
+                        .with_instance_id(format!("m{i:04}")),
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut regs = Vec::new();
+    for t in tasks {
+        regs.push(t.await.unwrap());
+    }
+    regs
 }
 
 /// Child-process half of `killed_provider_disappears_within_ttl`: registers and waits to be
@@ -238,4 +295,99 @@ async fn survives_restart_outage_and_data_loss() {
     followed
         .assert_caught_up(&["p1", "p3"], &["p1", "p3", "o1"], timeout)
         .await;
+}
+
+/// All registrations of one client share one lease (a session) and are written in batches; a
+/// lost lease is replaced and every key put again, one transaction per 128 keys; deregistering
+/// them all at once is one lease revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lease_per_client_batched_writes_and_revoke_all() {
+    let _g = shared().await;
+    let etcd = Etcd::require();
+    let root = unique_root("session");
+    let prefix = format!("{root}/");
+    let reg = connect(&etcd.url(&root, 10)).await.unwrap();
+    let regs = register_many(&reg, 300).await;
+
+    let kvs = raw_kvs(&prefix).await;
+    assert_eq!(kvs.len(), 300);
+    let leases: BTreeSet<i64> = kvs.iter().map(|k| k.1).collect();
+    assert_eq!(
+        leases.len(),
+        1,
+        "one lease for every registration of the client"
+    );
+    let lease = *leases.first().unwrap();
+    let writes: BTreeSet<i64> = kvs.iter().map(|k| k.2).collect();
+    eprintln!("300 concurrent registrations took {} writes", writes.len());
+    assert!(
+        writes.len() <= 60,
+        "registrations queued together are written together ({} writes for 300)",
+        writes.len()
+    );
+
+    // The lease revoked behind our back: every key comes back under one new lease, written in
+    // ceil(300 / 128) = 3 transactions.
+    etcdctl(&["lease", "revoke", &format!("{lease:x}")]).await;
+    let took = eventually(
+        Duration::from_secs(8),
+        "300 keys back under a new lease",
+        || async {
+            let kvs = raw_kvs(&prefix).await;
+            kvs.len() == 300 && kvs.iter().all(|k| k.1 != lease && k.1 == kvs[0].1)
+        },
+    )
+    .await;
+    let kvs = raw_kvs(&prefix).await;
+    let new_lease = kvs[0].1;
+    let writes: BTreeSet<i64> = kvs.iter().map(|k| k.2).collect();
+    eprintln!(
+        "restored 300 keys after {took:?} in {} transactions",
+        writes.len()
+    );
+    assert!(
+        writes.len() <= 3,
+        "{} transactions to restore 300 keys",
+        writes.len()
+    );
+
+    // Deregistering them all: one revoke (the lease is gone, not only the keys).
+    let started = std::time::Instant::now();
+    Registration::deregister_all(regs).await.unwrap();
+    eprintln!("deregister_all of 300 took {:?}", started.elapsed());
+    assert!(raw_kvs(&prefix).await.is_empty());
+    assert!(
+        !lease_exists(new_lease).await,
+        "deregister_all revokes the lease"
+    );
+}
+
+/// A key deleted behind the registration's back is noticed through a watch (not a poll every
+/// TTL/3) and put back at once, under the same lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_key_is_put_back_at_once() {
+    let _g = shared().await;
+    let etcd = Etcd::require();
+    let root = unique_root("deleted");
+    let reg = connect(&etcd.url(&root, 10)).await.unwrap();
+    let _r = reg
+        .register(ServiceInstance::new("Svc", "h:1").with_instance_id("p"))
+        .await
+        .unwrap();
+    let key = format!("{root}/Svc/~/~/p");
+    let lease = lease_of(&key).await.unwrap();
+    // Three times, so that a poll every 3.3 s (TTL/3) could not pass by luck.
+    for round in 0..3 {
+        etcdctl(&["del", &key]).await;
+        let took = eventually(Duration::from_secs(5), "key put back", || async {
+            !raw_kvs(&key).await.is_empty()
+        })
+        .await;
+        eprintln!("round {round}: key back after {took:?}");
+        assert!(
+            took < Duration::from_millis(1000),
+            "key back after {took:?}"
+        );
+        assert_eq!(lease_of(&key).await, Some(lease), "same session lease");
+    }
 }

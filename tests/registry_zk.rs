@@ -15,8 +15,8 @@ mod registry_scenarios;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use getty::registry::zk::{ZkRegistry, zookeeper_client};
-use getty::registry::{Registry, ServiceInstance, connect};
+use getty::registry::zk::{ZkOptions, ZkRegistry, zookeeper_client};
+use getty::registry::{Credentials, Event, Query, Registry, ServiceInstance, connect};
 use registry_scenarios::server::{self, exclusive, servers, shared, unique_root};
 use registry_scenarios::{self as scenarios, Backend, Followed, eventually};
 
@@ -86,11 +86,15 @@ impl Backend for Zk {
         assert_eq!(self.stored(root).await, 1);
     }
 
-    /// The node is deleted; the directories stay.
+    /// The node is deleted (its container parents go too, soon after: see
+    /// `empty_parents_are_removed`).
     async fn assert_deregistered(&self, root: &str, inst: &ServiceInstance) {
-        let (service_dir, group, dir, _) = cli_paths(root, inst);
-        assert!(cli_ls(&dir).await.is_empty());
-        assert_eq!(cli_ls(&service_dir).await, [group]);
+        let (_, _, dir, _) = cli_paths(root, inst);
+        match self.client.list_children(&dir).await {
+            Ok(children) => assert!(children.is_empty(), "{dir}: {children:?}"),
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => panic!("listing {dir}: {e}"),
+        }
     }
 }
 
@@ -314,4 +318,186 @@ async fn survives_session_expiry_and_outage() {
     followed
         .assert_caught_up(&["p1"], &["p1", "o1"], Duration::from_secs(10))
         .await;
+}
+
+/// Parents are container nodes: once the last instance of a service is gone, the server removes
+/// its group/version and service nodes (`scripts/servers.sh` sets the container check interval
+/// to 1 s; ZooKeeper's default is 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_parents_are_removed() {
+    let _g = shared().await;
+    let zk = Zk::require().await;
+    let root = unique_root("containers");
+    let reg = connect(&zk.url(&root, 10)).await.unwrap();
+    let r = reg
+        .register(ServiceInstance::new("Gone", "h:1").with_instance_id("p"))
+        .await
+        .unwrap();
+    let service = format!("{root}/Gone");
+    let stat = zk.client.check_stat(&service).await.unwrap().unwrap();
+    assert_eq!(stat.ephemeral_owner, 0);
+    r.deregister().await.unwrap();
+    let took = eventually(
+        Duration::from_secs(10),
+        "empty service node removed",
+        || async { zk.client.check_stat(&service).await.unwrap().is_none() },
+    )
+    .await;
+    eprintln!("empty parents removed after {took:?}");
+    // Registering again re-creates them.
+    let _r = reg
+        .register(ServiceInstance::new("Gone", "h:1").with_instance_id("p"))
+        .await
+        .unwrap();
+    assert_eq!(reg.discover(&Query::new("Gone")).await.unwrap().len(), 1);
+}
+
+/// A node left by another session (as after our own session expired) is replaced in one
+/// multi-op: a watcher sees one `Updated`, never the instance leaving and coming back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_foreign_node_is_not_a_removal() {
+    let _g = shared().await;
+    let zk = Zk::require().await;
+    let root = unique_root("replace");
+    let old = ServiceInstance::new("Rep", "10.0.0.1:1")
+        .with_instance_id("p")
+        .with_weight(1);
+    let path = format!("{root}/{}", old.path_key());
+    // The stale node: an ephemeral node of another session, holding an older version.
+    let other = inspector().await;
+    let dir_opts =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    other
+        .mkdir(&path[..path.rfind('/').unwrap()], &dir_opts)
+        .await
+        .unwrap();
+    let node_opts =
+        zookeeper_client::CreateMode::Ephemeral.with_acls(zookeeper_client::Acls::anyone_all());
+    other
+        .create(&path, &serde_json::to_vec(&old).unwrap(), &node_opts)
+        .await
+        .unwrap();
+
+    let reg = connect(&zk.url(&root, 10)).await.unwrap();
+    let mut watch = reg.watch(&Query::new("Rep")).await.unwrap();
+    assert_eq!(
+        scenarios::next(&mut watch).await,
+        Event::Snapshot(vec![old.clone()])
+    );
+    let new = old.clone().with_weight(2);
+    let _r = reg.register(new.clone()).await.unwrap();
+    assert_eq!(
+        scenarios::next(&mut watch).await,
+        Event::Updated(new.clone())
+    );
+    scenarios::assert_quiet(&mut watch, Duration::from_millis(700), "no removal").await;
+    assert_ne!(
+        owner_of(&zk.client, &path).await,
+        Some(other.session_id().0),
+        "node now belongs to the registry's session"
+    );
+}
+
+/// Digest auth with ACLs: nodes registered by an identity can be changed by it only; everyone
+/// can read them; an unauthenticated client (or another identity) can neither rewrite nor
+/// delete them, nor register beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_acls_protect_registrations() {
+    let _g = shared().await;
+    let zk = Zk::require().await;
+    let addr = zk_addr();
+    let root = unique_root("digest");
+    let alice = ZkRegistry::with_options(
+        ZkOptions::new(&addr)
+            .root(&root)
+            .digest(Credentials::new("alice", "alice-pw")),
+    );
+    let inst = ServiceInstance::new("Sec", "10.0.0.1:1").with_instance_id("a1");
+    let _r = alice.register(inst.clone()).await.unwrap();
+    let path = format!("{root}/{}", inst.path_key());
+
+    // Anyone can read.
+    let anonymous = connect(&zk.url(&root, 10)).await.unwrap();
+    assert_eq!(
+        anonymous.discover(&Query::new("Sec")).await.unwrap(),
+        vec![inst.clone()]
+    );
+    // Nobody else can rewrite, delete, or register beside it.
+    let mut evil = inst.clone();
+    evil.address = "6.6.6.6:1".into();
+    let raw = inspector().await;
+    assert!(matches!(
+        raw.set_data(&path, &serde_json::to_vec(&evil).unwrap(), None)
+            .await,
+        Err(zookeeper_client::Error::NoAuth)
+    ));
+    assert!(matches!(
+        raw.delete(&path, None).await,
+        Err(zookeeper_client::Error::NoAuth)
+    ));
+    let r = anonymous
+        .register(evil.clone().with_instance_id("evil"))
+        .await;
+    assert!(r.is_err(), "unauthenticated register succeeded: {r:?}");
+    let bob = ZkRegistry::with_options(
+        ZkOptions::new(&addr)
+            .root(&root)
+            .digest(Credentials::new("bob", "bob-pw")),
+    );
+    let r = bob.register(evil.clone()).await;
+    assert!(r.is_err(), "another identity rewrote the instance: {r:?}");
+    // Wrong password: not alice.
+    let mallory = connect(&format!("zookeeper://alice:wrong@{addr}{root}?timeout=3"))
+        .await
+        .unwrap();
+    let r = mallory.register(evil.clone()).await;
+    assert!(r.is_err(), "wrong password rewrote the instance: {r:?}");
+    assert_eq!(
+        anonymous.discover(&Query::new("Sec")).await.unwrap(),
+        vec![inst.clone()]
+    );
+    // The owner can update it, from the URL form too.
+    let alice2 = connect(&format!("zookeeper://alice:alice-pw@{addr}{root}"))
+        .await
+        .unwrap();
+    let _r2 = alice2
+        .register(inst.clone().with_instance_id("a2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.discover(&Query::new("Sec")).await.unwrap().len(),
+        2
+    );
+    assert!(!format!("{alice2:?} {mallory:?}").contains("-pw"));
+}
+
+/// `deregister_all` of 300 registrations: multi-op deletes after one pipelined read, and the
+/// keepers, stopped afterwards, do not put anything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_all_in_batches() {
+    let _g = shared().await;
+    let zk = Zk::require().await;
+    let root = unique_root("batch");
+    let reg = connect(&zk.url(&root, 10)).await.unwrap();
+    let mut regs = Vec::new();
+    for i in 0..300 {
+        regs.push(
+            reg.register(
+                ServiceInstance::new("Many", format!("10.0.1.{}:{}", i / 250, 1000 + i))
+                    .with_instance_id(format!("m{i:03}")),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    assert_eq!(zk.stored(&root).await, 300);
+    let started = Instant::now();
+    getty::registry::Registration::deregister_all(regs)
+        .await
+        .unwrap();
+    eprintln!("deregister_all of 300 took {:?}", started.elapsed());
+    assert_eq!(zk.stored(&root).await, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(zk.stored(&root).await, 0, "a keeper put a node back");
+    assert!(reg.discover(&Query::new("Many")).await.unwrap().is_empty());
 }

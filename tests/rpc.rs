@@ -703,6 +703,7 @@ async fn large_bodies_cross_tcp_and_websocket_intact() {
                 reply_type: "bytes".into(),
                 one_way: false,
                 codecs: vec![CodecId::Protobuf],
+                stream: None,
             },
             |_ctx: Context, body: bytes::Bytes| async move { Ok(body) },
         );

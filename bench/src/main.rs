@@ -1,11 +1,16 @@
-//! `getty-bench`: unary echo over getty-rpc, per the benchmark contract
+//! `getty-bench`: unary echo and streams over getty-rpc, per the benchmark contract
 //! (`shared/bench/README.md`); see this crate's README for how it measures.
 //!
 //! ```text
 //! getty-bench server --addr 127.0.0.1:PORT [--codec protobuf|json] [--transport tcp|ws|tls]
 //! getty-bench client --addr 127.0.0.1:PORT --conns C --inflight P --payload BYTES --secs S
 //!                    [--warmup-secs W] [--codec protobuf|json] [--transport tcp|ws|tls] [--reverse]
+//!                    [--mode unary|stream|bidi]
 //! ```
+//! Streams (`streams.rs`): the stream mode counts items where the client receives them, the
+//! histogram holding the gaps between items of one stream; bidi keeps 16 items in flight per
+//! stream and records each item's round trip. `--reverse` with a stream mode exits 3 (not
+//! implemented).
 //! Beyond the contract, both roles take `--rt multi|current` and `--threads N` (or the
 //! environment variables `GETTY_BENCH_RT` and `GETTY_BENCH_THREADS`): see [`RtKind`]; the client
 //! takes `--spawn-slots` (`GETTY_BENCH_SPAWN_SLOTS=1`): one task per in-flight slot, as the
@@ -14,6 +19,7 @@
 mod echo;
 mod load;
 mod net;
+mod streams;
 
 use std::process::exit;
 use std::sync::Arc;
@@ -53,12 +59,22 @@ struct Args {
     spawn_slots: bool,
     rt: RtKind,
     threads: usize,
+    mode: Mode,
+}
+
+/// What the client's load is (`--mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Unary,
+    Stream,
+    Bidi,
 }
 
 const USAGE: &str = "usage:
   getty-bench server --addr 127.0.0.1:PORT [--codec protobuf|json] [--transport tcp|ws|tls]
   getty-bench client --addr 127.0.0.1:PORT --conns C --inflight P --payload BYTES --secs S
                      [--warmup-secs W] [--codec protobuf|json] [--transport tcp|ws|tls] [--reverse]
+                     [--mode unary|stream|bidi]
 both also take [--rt multi|current] [--threads N] (env GETTY_BENCH_RT, GETTY_BENCH_THREADS);
 the client also [--spawn-slots] (env GETTY_BENCH_SPAWN_SLOTS=1): a task per in-flight slot";
 
@@ -91,6 +107,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         spawn_slots: false,
         rt: RtKind::Multi,
         threads: 0,
+        mode: Mode::Unary,
     };
     if let Ok(v) = std::env::var("GETTY_BENCH_RT") {
         a.rt = parse_rt(&v)?;
@@ -144,6 +161,14 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                     .ok_or_else(|| format!("--transport {v:?}: expected tcp, ws or tls"))?
             }
             "--rt" => a.rt = parse_rt(v)?,
+            "--mode" => {
+                a.mode = match v.as_str() {
+                    "unary" => Mode::Unary,
+                    "stream" => Mode::Stream,
+                    "bidi" => Mode::Bidi,
+                    _ => return Err(format!("--mode {v:?}: expected unary, stream or bidi")),
+                }
+            }
             "--threads" => a.threads = int()?,
             _ => return Err(format!("unknown flag {k}")),
         }
@@ -204,6 +229,7 @@ fn server(a: &Args) -> Res<()> {
         let mut router = Router::new();
         echo::add_echo(&mut router);
         echo::add_control(&mut router, a.codec);
+        streams::add_streams(&mut router);
         let (server, ca) = net::serve(router, a.transport, &a.addr).await?;
         eprintln!(
             "getty-bench server: {:?} on {} ({:?} runtime)",
@@ -273,6 +299,11 @@ async fn group(
     for peer in peers {
         let (a, load) = (a.clone(), load.clone());
         tasks.spawn(async move {
+            match a.mode {
+                Mode::Stream => return Ok(streams::drive_stream(&peer, &load, a.payload).await),
+                Mode::Bidi => return Ok(streams::drive_bidi(&peer, &load, a.payload).await),
+                Mode::Unary => {}
+            }
             if !a.reverse {
                 return Ok(load::drive(&peer, &load).await);
             }
@@ -308,6 +339,14 @@ async fn group(
 }
 
 fn client(a: Args) -> Res<()> {
+    if a.reverse && a.mode != Mode::Unary {
+        // Server-opened streams in the benchmark are not implemented (the contract's exit 3).
+        eprintln!(
+            "getty-bench: --reverse with --mode {:?} is not implemented",
+            a.mode
+        );
+        exit(3);
+    }
     let a = Arc::new(a);
     // Connections per runtime.
     let groups: Vec<usize> = match a.rt {

@@ -124,7 +124,8 @@ def vectors():
     bad("bad-magic", "15", "bytes 0-1 are not 47 54", b"GX" + ping[2:])
     bad("bad-version", "15", "version 2", ping[:2] + b"\x02" + ping[3:])
     bad("kind-0", "15", "kind 0", ping[:3] + b"\x00" + ping[4:])
-    bad("kind-7", "15", "kind 7", ping[:3] + b"\x07" + ping[4:])
+    bad("kind-11", "15", "kind 11 (the known kinds are 1..=10)", ping[:3] + b"\x0b" + ping[4:])
+    bad("credit-short-body", "15", "a Credit whose body is not 12 bytes", ping[:3] + b"\x07" + ping[4:])
     bad("meta-len-0", "4", "meta_len 0 cannot hold the 6-byte minimum", set_u32(ping, 20, 0)[:28])
     bad("meta-len-65536", "15", "meta_len over 65535, rejected from the header alone",
         set_u32(ping, 20, 65536)[:28])

@@ -22,12 +22,17 @@ fn text(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn arb_frame(u: &mut Unstructured<'_>) -> Result<Frame> {
-    let kind = Kind::from_u8(u.int_in_range(1..=6)?).unwrap();
+    let kind = Kind::from_u8(u.int_in_range(1..=10)?).unwrap();
     let mut metadata = Vec::new();
     for _ in 0..u.int_in_range(0..=4)? {
         metadata.push((text(u)?, text(u)?));
     }
-    let body_len = u.int_in_range(0..=512)?;
+    // A Credit's body is its 12-byte grant (anything else is a violation, tested by decode).
+    let body_len = if kind == Kind::Credit {
+        frame::CREDIT_LEN
+    } else {
+        u.int_in_range(0..=512)?
+    };
     Ok(Frame {
         kind,
         codec: CodecId::from_u8(u.arbitrary()?),
@@ -38,7 +43,7 @@ fn arb_frame(u: &mut Unstructured<'_>) -> Result<Frame> {
         service: text(u)?,
         method: text(u)?,
         metadata,
-        body: Bytes::copy_from_slice(u.bytes(body_len.min(u.len()))?),
+        body: Bytes::copy_from_slice(u.bytes(body_len)?),
     })
 }
 

@@ -297,7 +297,10 @@ pub fn registry_error(url: &str, e: getty_registry::Error) -> Failure {
         E::InvalidUrl { .. } | E::FeatureDisabled(_) | E::InvalidQuery(_) | E::Unsupported(_) => {
             Failure::usage(e)
         }
-        other => Failure::connect(format!("registry {url}: {other}")),
+        other => Failure::connect(format!(
+            "registry {}: {other}",
+            getty_registry::redact_url(url)
+        )),
     }
 }
 
@@ -313,7 +316,8 @@ where
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r.map_err(|e| registry_error(url, e)),
         Err(_) => Err(Failure::connect(format!(
-            "registry {url} did not answer within {timeout:?}"
+            "registry {} did not answer within {timeout:?}",
+            getty_registry::redact_url(url)
         ))),
     }
 }
@@ -464,7 +468,8 @@ async fn cluster(url: &str, service: &str, a: &ConnArgs) -> Result<Cluster> {
     .await?;
     if found.is_empty() {
         return Err(Failure::connect(format!(
-            "no instance of {service} is registered in {url}"
+            "no instance of {service} is registered in {}",
+            getty_registry::redact_url(url)
         )));
     }
     let opts = ClusterOptions {

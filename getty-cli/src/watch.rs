@@ -56,6 +56,8 @@ pub async fn run(a: WatchArgs) -> Result {
     let query = a.reg.query()?;
     let what = a.reg.what().to_string();
     let url = a.reg.url.clone();
+    // What is printed: never a password.
+    let shown = getty_registry::redact_url(&url);
     // The registry is kept for as long as the watch runs.
     let (_registry, mut watch) = with_registry(&url, a.reg.timeout, async |r| {
         let w = r.watch(&query).await?;
@@ -84,7 +86,7 @@ pub async fn run(a: WatchArgs) -> Result {
                 crate::list::sort(&mut all);
                 let n = all.len();
                 let mut open = output::line(&format!(
-                    "{} # watching {what} in {url}: {n} instance{}",
+                    "{} # watching {what} in {shown}: {n} instance{}",
                     stamp(),
                     if n == 1 { "" } else { "s" }
                 ));
@@ -96,7 +98,7 @@ pub async fn run(a: WatchArgs) -> Result {
             Some(Event::Added(i)) => emit("+", &i),
             Some(Event::Updated(i)) => emit("~", &i),
             Some(Event::Removed(i)) => emit("-", &i),
-            None => return Err(Failure::connect(format!("{url}: the watch ended"))),
+            None => return Err(Failure::connect(format!("{shown}: the watch ended"))),
         };
         if !open {
             return Ok(()); // stdout closed (e.g. `| head`)

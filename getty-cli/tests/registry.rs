@@ -333,19 +333,22 @@ mod zookeeper {
     }
 }
 
-/// A registry that does not answer: exit 3 within the timeout.
+/// A registry that does not answer: exit 3 within the timeout; the password of the URL is not
+/// in the message.
 #[test]
 fn unreachable_registry_exits_3() {
     let port = common::dead_port();
     #[cfg(feature = "etcd")]
-    let url = format!("etcd://127.0.0.1:{port}/x");
+    let url = format!("etcd://alice:s3cr3t-pw@127.0.0.1:{port}/x");
     #[cfg(not(feature = "etcd"))]
-    let url = format!("zookeeper://127.0.0.1:{port}/x");
+    let url = format!("zookeeper://alice:s3cr3t-pw@127.0.0.1:{port}/x");
     let started = Instant::now();
     getty()
         .args(["list", &url, "test.Math", "-t", "1s"])
         .assert()
         .code(3)
-        .stderr(contains("registry"));
+        .stderr(contains("registry"))
+        .stderr(contains("alice:***@"))
+        .stderr(contains("s3cr3t").not());
     assert!(started.elapsed() < Duration::from_secs(10));
 }

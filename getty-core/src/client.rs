@@ -3,11 +3,21 @@
 //! One supervisor task per client dials, opens sessions and waits for any to end; it is the only
 //! place that reconnects, so a dead server never blocks a session's close (getty reconnected
 //! inside `Close()`, which delayed `on_close` until the server came back).
+//!
+//! What counts as a failure: a dial that fails, and a session that ends before it did useful
+//! work, i.e. before it delivered a whole package and before it had been open for
+//! [`ClientBuilder::stable_after`]. A peer that accepts and closes at once therefore backs the
+//! client off and exhausts its attempts like a peer that refuses. A session that did useful work
+//! resets the count when it ends. The k-th consecutive failure waits
+//! `min(interval × 2^(k-1), max_backoff)`, spread by the jitter.
+//!
+//! Dropping a [`Client`] closes it: reconnecting stops and every session starts closing (each
+//! flushes for its wait time in the background). [`Client::close`] does the same and waits.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -97,7 +107,8 @@ pub struct ClientBuilder {
     pub(crate) addr: String,
     pub(crate) connections: usize,
     pub(crate) reconnect_interval: Duration,
-    pub(crate) max_backoff_steps: u32,
+    pub(crate) max_backoff: Duration,
+    pub(crate) stable_after: Duration,
     pub(crate) reconnect_attempts: u32,
     pub(crate) jitter: f64,
     pub(crate) connect_timeout: Duration,
@@ -113,7 +124,8 @@ impl ClientBuilder {
             addr: addr.into(),
             connections: 1,
             reconnect_interval: Duration::from_millis(300),
-            max_backoff_steps: 10,
+            max_backoff: Duration::from_secs(10),
+            stable_after: Duration::from_secs(1),
             reconnect_attempts: 50,
             jitter: 0.2,
             connect_timeout: Duration::from_secs(3),
@@ -127,9 +139,21 @@ impl ClientBuilder {
         self.connections = n.max(1);
         self
     }
-    /// Back-off step: the k-th consecutive failure waits `min(k, 10) × interval`.
+    /// First back-off: the k-th consecutive failure waits `min(interval × 2^(k-1), max_backoff)`.
+    /// Default 300 ms.
     pub fn reconnect_interval(mut self, d: Duration) -> Self {
         self.reconnect_interval = d;
+        self
+    }
+    /// Longest back-off (before jitter). Default 10 s.
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+    /// A session that ends before it delivered a package and before it was open this long
+    /// counts as a failed attempt (see the module docs). Default 1 s.
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.stable_after = d;
         self
     }
     /// Consecutive failed attempts before giving up (0: never give up). Default 50.
@@ -177,6 +201,9 @@ impl ClientBuilder {
         new_session: NewSessionCallback<P>,
     ) -> Result<Client<P>> {
         self.session.validate()?;
+        // A back-off is scaled by the jitter (`Duration::mul_f64` panics on overflow).
+        crate::options::check_duration("reconnect_interval", self.reconnect_interval)?;
+        crate::options::check_duration("max_backoff", self.max_backoff)?;
         let (state_tx, state) = watch::channel(ClientState::Connecting);
         let shared = Arc::new(ClientShared {
             sessions: SessionSet::new(),
@@ -184,9 +211,12 @@ impl ClientBuilder {
             rt: Runtime {
                 tracker: TaskTracker::new(),
                 pool: self.pool.clone(),
+                budget: None,
             },
             state: state_tx,
             next: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            last_end: std::sync::Mutex::new(String::new()),
         });
         let endpoint = connector.endpoint_type();
         shared
@@ -207,9 +237,24 @@ struct ClientShared<P> {
     rt: Runtime,
     state: watch::Sender<ClientState>,
     next: AtomicUsize,
+    /// Consecutive failed attempts: dials that failed and sessions that ended before they did
+    /// useful work. Reset by a session that did.
+    failures: AtomicU32,
+    /// Why the last session that did no useful work ended, for the `Failed` state.
+    last_end: std::sync::Mutex<String>,
 }
 
-/// A running client.
+impl<P> ClientShared<P> {
+    /// Stops reconnecting and starts closing every session. A session the supervisor lists
+    /// after this finds `closing` cancelled and closes itself (see `supervise`).
+    fn start_close(&self) {
+        self.closing.cancel();
+        self.sessions.close_all();
+        self.rt.tracker.close();
+    }
+}
+
+/// A running client. Dropping it closes it in the background (see the module docs).
 pub struct Client<P> {
     shared: Arc<ClientShared<P>>,
     state: watch::Receiver<ClientState>,
@@ -238,9 +283,11 @@ impl<P: Send + 'static> Client<P> {
             }
         }
     }
-    /// Completes when the state changes next.
+    /// Completes when the state changes next (after this future is first polled).
     pub async fn state_changed(&self) -> ClientState {
         let mut rx = self.state.clone();
+        // A clone remembers what the original saw, which may be long ago.
+        rx.mark_unchanged();
         let _ = rx.changed().await;
         rx.borrow().clone()
     }
@@ -265,9 +312,7 @@ impl<P: Send + 'static> Client<P> {
     }
     /// Stops reconnecting, closes every session and waits for their tasks. Idempotent.
     pub async fn close(&self) {
-        self.shared.closing.cancel();
-        self.shared.sessions.close_all();
-        self.shared.rt.tracker.close();
+        self.shared.start_close();
         self.shared.rt.tracker.wait().await;
         self.shared.state.send_replace(ClientState::Closed);
     }
@@ -275,7 +320,7 @@ impl<P: Send + 'static> Client<P> {
 
 impl<P> Drop for Client<P> {
     fn drop(&mut self) {
-        self.shared.closing.cancel();
+        self.shared.start_close();
     }
 }
 
@@ -298,8 +343,16 @@ fn clone_err(e: &Error) -> Error {
     }
 }
 
-fn backoff(opts: &ClientBuilder, failures: u32) -> Duration {
-    let base = opts.reconnect_interval * failures.clamp(1, opts.max_backoff_steps.max(1));
+/// The wait after the `failures`-th consecutive failure: `interval × 2^(failures-1)` up to the
+/// cap, spread by ±jitter. A pure function of the count the attempt limit also uses, so it needs
+/// no back-off crate's iterator state beside it.
+pub(crate) fn backoff(opts: &ClientBuilder, failures: u32) -> Duration {
+    let doublings = failures.clamp(1, 32) - 1;
+    let base = opts
+        .reconnect_interval
+        .checked_mul(1u32 << doublings)
+        .unwrap_or(opts.max_backoff)
+        .min(opts.max_backoff);
     let spread = 1.0 + opts.jitter * (fastrand::f64() * 2.0 - 1.0);
     base.mul_f64(spread.max(0.0))
 }
@@ -310,7 +363,6 @@ async fn supervise<P: Send + 'static, C: Connector>(
     new_session: NewSessionCallback<P>,
     shared: Arc<ClientShared<P>>,
 ) {
-    let mut failures: u32 = 0;
     loop {
         while shared.sessions.len() < opts.connections {
             if shared.closing.is_cancelled() {
@@ -331,7 +383,13 @@ async fn supervise<P: Send + 'static, C: Connector>(
                     );
                     let id = cfg.id();
                     let r = driver::open(cfg, &new_session, c.source, c.sink, false, |s| {
-                        shared.sessions.insert(s.clone())
+                        shared.sessions.insert(s.clone());
+                        // `close` may have run `close_all` before this insert (the new-session
+                        // callback can take long): such a session is closed here, or it would
+                        // live on and `close` would wait for it forever.
+                        if shared.closing.is_cancelled() {
+                            s.close();
+                        }
                     });
                     if r.is_err() {
                         shared.sessions.remove(id);
@@ -346,27 +404,28 @@ async fn supervise<P: Send + 'static, C: Connector>(
             };
             match res {
                 Ok(opened) => {
-                    failures = 0;
                     let session = opened.session.clone();
                     let sh = shared.clone();
+                    let stable_after = opts.stable_after;
                     shared.rt.tracker.spawn(async move {
+                        let started = tokio::time::Instant::now();
                         opened.run(sh.rt.clone()).await;
+                        let useful = session.stats().read_pkgs > 0 || started.elapsed() >= stable_after;
+                        if useful {
+                            sh.failures.store(0, Ordering::Release);
+                        } else {
+                            let why = session.inner.close_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or_else(|| "closed".to_string(), ToString::to_string);
+                            tracing::info!(session = session.id(), %why, "session ended before it did useful work");
+                            *sh.last_end.lock().unwrap_or_else(|e| e.into_inner()) = format!("a session ended before it did useful work: {why}");
+                            sh.failures.fetch_add(1, Ordering::AcqRel);
+                        }
                         sh.sessions.remove(session.id());
                     });
                 }
                 Err(e) => {
-                    failures += 1;
+                    let failures = shared.failures.fetch_add(1, Ordering::AcqRel) + 1;
                     tracing::warn!(addr = %opts.addr, attempt = failures, error = %e, "connect failed");
-                    if opts.reconnect_attempts > 0 && failures >= opts.reconnect_attempts {
-                        let err = Error::ReconnectExhausted {
-                            addr: opts.addr.clone(),
-                            attempts: failures,
-                            last: e.to_string(),
-                        };
-                        tracing::error!(error = %err, "client gives up");
-                        shared
-                            .state
-                            .send_replace(ClientState::Failed(Arc::new(err)));
+                    if gave_up(&opts, &shared, failures, &e.to_string()) {
                         return;
                     }
                     shared.state.send_replace(ClientState::Connecting);
@@ -378,12 +437,16 @@ async fn supervise<P: Send + 'static, C: Connector>(
             }
         }
         shared.state.send_replace(ClientState::Ready);
-        // Wait for a session to end (or for close), then refill after a short pause so a peer
-        // that drops every connection at once is not hammered.
-        let changed = shared.sessions.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if shared.sessions.len() >= opts.connections {
+        // Wait for a session to end (or for close), then refill after the back-off its failure
+        // count asks for (a short pause when it had done useful work).
+        // A wake-up may be stale (a permit `remove` left earlier): wait again while all N are up.
+        loop {
+            let changed = shared.sessions.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if shared.sessions.len() < opts.connections {
+                break;
+            }
             tokio::select! {
                 _ = shared.closing.cancelled() => return,
                 _ = &mut changed => {}
@@ -392,10 +455,41 @@ async fn supervise<P: Send + 'static, C: Connector>(
         if shared.closing.is_cancelled() {
             return;
         }
+        let failures = shared.failures.load(Ordering::Acquire);
+        let last = shared
+            .last_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if gave_up(&opts, &shared, failures, &last) {
+            return;
+        }
         shared.state.send_replace(ClientState::Connecting);
+        let pause = if failures == 0 {
+            backoff(&opts, 1).min(opts.reconnect_interval)
+        } else {
+            backoff(&opts, failures)
+        };
         tokio::select! {
             _ = shared.closing.cancelled() => return,
-            _ = tokio::time::sleep(backoff(&opts, 1).min(opts.reconnect_interval)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Whether `failures` reached the attempt limit; if so the client says `Failed` with `last`.
+fn gave_up<P>(opts: &ClientBuilder, shared: &ClientShared<P>, failures: u32, last: &str) -> bool {
+    if opts.reconnect_attempts == 0 || failures < opts.reconnect_attempts {
+        return false;
+    }
+    let err = Error::ReconnectExhausted {
+        addr: opts.addr.clone(),
+        attempts: failures,
+        last: last.to_string(),
+    };
+    tracing::error!(error = %err, "client gives up");
+    shared
+        .state
+        .send_replace(ClientState::Failed(Arc::new(err)));
+    true
 }

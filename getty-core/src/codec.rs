@@ -70,7 +70,11 @@ pub(crate) enum Deframer<P> {
 /// One step of deframing, with the max-length rule applied.
 pub(crate) enum Step<P> {
     Package(P),
-    NeedMore,
+    /// `pkg_len`: the whole package's length when the reader already knows it. The session
+    /// reserves room for it once its partial-package budget allows (see `budget.rs`).
+    NeedMore {
+        pkg_len: Option<usize>,
+    },
 }
 
 /// Why deframing failed; the driver adds the session id.
@@ -121,11 +125,7 @@ impl<P: 'static> Deframer<P> {
                     if max > 0 && known.max(buf.len()) > max {
                         return Err(DeframeError::TooLong(known.max(buf.len())));
                     }
-                    if let Some(n) = pkg_len {
-                        // Room for the whole package now, so a big body is read in few syscalls.
-                        buf.reserve(n.saturating_sub(buf.len()));
-                    }
-                    Ok(Step::NeedMore)
+                    Ok(Step::NeedMore { pkg_len })
                 }
             },
             Deframer::Stateful(d) => {
@@ -139,7 +139,7 @@ impl<P: 'static> Deframer<P> {
                         Ok(Step::Package(pkg))
                     }
                     None if max > 0 && buf.len() > max => Err(DeframeError::TooLong(buf.len())),
-                    None => Ok(Step::NeedMore),
+                    None => Ok(Step::NeedMore { pkg_len: None }),
                 }
             }
         }

@@ -24,6 +24,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tokio_util::task::TaskTracker;
 
+use futures_util::FutureExt;
+
+use crate::budget::{Charge, PartialBudget};
 use crate::callbacks::{panic_message, run_all};
 use crate::codec::{DeframeError, Deframer, Step};
 use crate::config::SessionConfig;
@@ -42,6 +45,9 @@ pub(crate) enum Input {
     Message { peer: Option<SocketAddr> },
     /// A transport keep-alive arrived (WebSocket ping or pong): activity, but no package.
     Control,
+    /// Bytes of a message arrived but the message is not complete (WebSocket): not activity;
+    /// the read timeout runs from the first such read.
+    Partial,
 }
 
 /// The read half of a transport. `read` must be cancel-safe: it runs inside `select!`.
@@ -72,6 +78,8 @@ pub(crate) trait Sink: Send + 'static {
 pub(crate) struct Runtime {
     pub(crate) tracker: TaskTracker,
     pub(crate) pool: Option<TaskPool>,
+    /// The server's partial-package budget (stream transports; `None`: no cap).
+    pub(crate) budget: Option<Arc<PartialBudget>>,
 }
 
 /// A session that passed the new-session callback and `on_open`, ready to run.
@@ -99,11 +107,15 @@ where
     K: Sink,
 {
     let id = cfg.id;
-    new_session(&mut cfg).map_err(|reason| Error::Rejected {
-        session: id,
-        by: "the new-session callback",
-        reason,
-    })?;
+    // A panicking callback rejects the connection like an `Err` would (and the endpoint's
+    // accept or dial loop goes on).
+    catch_unwind(AssertUnwindSafe(|| new_session(&mut cfg)))
+        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
+        .map_err(|reason| Error::Rejected {
+            session: id,
+            by: "the new-session callback",
+            reason,
+        })?;
     cfg.options.validate()?;
     let not_set = |what| Error::NotConfigured { session: id, what };
     let deframer = cfg.deframer.ok_or_else(|| not_set("a reader"))?;
@@ -121,8 +133,13 @@ where
     });
     // The endpoint lists the session before `on_open`, so the listener finds it there.
     on_created(&session);
-    if let Err(reason) = listener.on_open(&session) {
+    let opened = catch_unwind(AssertUnwindSafe(|| listener.on_open(&session)))
+        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))));
+    if let Err(reason) = opened {
         session.close();
+        // No `on_close` for a rejected session, but what `on_open` registered is released and
+        // `Session::closed` completes.
+        run_close_callbacks(&session);
         return Err(Error::Rejected {
             session: id,
             by: "on_open",
@@ -152,15 +169,25 @@ impl<P: Send + 'static, S: Source, K: Sink> Opened<P, S, K> {
         } = self;
         let pings = sink.wants_pings();
         let writer = rt.tracker.spawn(write_loop(session.clone(), rx, sink));
-        let res = read_loop(
+        // A panic anywhere in the loop (the reader, a tokio decoder, `on_cron`) ends the session
+        // like an error: the close sequence below still runs, once.
+        let res = AssertUnwindSafe(read_loop(
             &session,
             &listener,
             &mut deframer,
             &mut source,
             pings,
-            rt.pool.as_ref(),
-        )
-        .await;
+            &rt,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| {
+            Err(Error::Panicked {
+                session: session.id(),
+                what: "a session callback (on_cron, the reader or the decoder)",
+                message: panic_message(&*p),
+            })
+        });
         match res {
             // A framing violation: the stream cannot be trusted, so nothing more is sent.
             Err(e @ (Error::TooLong { .. } | Error::Decode { .. } | Error::BadReader { .. })) => {
@@ -170,6 +197,9 @@ impl<P: Send + 'static, S: Source, K: Sink> Opened<P, S, K> {
             Ok(()) => {}
         }
         session.close();
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| listener.on_closing(&session))) {
+            tracing::error!(session = session.id(), panic = %panic_message(&*p), "on_closing panicked");
+        }
         let _ = writer.await;
         drop(source);
         finish(&session, &*listener);
@@ -194,6 +224,20 @@ fn finish<P: Send + 'static>(session: &Session<P>, listener: &dyn EventListener<
         guarded("on_error", &|| listener.on_error(session, e));
     }
     guarded("on_close", &|| listener.on_close(session));
+    // Kept for the endpoint (a client reports why a session that did no useful work ended).
+    if let Some(e) = err {
+        *session
+            .inner
+            .close_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(e);
+    }
+    run_close_callbacks(session);
+}
+
+/// The end of every close: close callbacks (once: the list is taken), attributes dropped, and
+/// `Session::closed` woken.
+fn run_close_callbacks<P: Send + 'static>(session: &Session<P>) {
     let cbs = session
         .inner
         .callbacks
@@ -246,7 +290,17 @@ async fn dispatch<P: Send + 'static>(
         }),
         Some(pool) => {
             let (s, l) = (session.clone(), listener.clone());
-            pool.submit(Box::new(move || l.on_message(&s, pkg))).await;
+            pool.submit(Box::new(move || {
+                // As inline: a panicking handler closes its session (the close sequence runs).
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| l.on_message(&s, pkg))) {
+                    s.fail(Error::Panicked {
+                        session: s.id(),
+                        what: "on_message",
+                        message: panic_message(&*p),
+                    });
+                }
+            }))
+            .await;
             Ok(())
         }
     }?;
@@ -290,18 +344,21 @@ async fn read_loop<P: Send + 'static, S: Source>(
     deframer: &mut Deframer<P>,
     source: &mut S,
     pings: bool,
-    pool: Option<&TaskPool>,
+    rt: &Runtime,
 ) -> Result<()> {
+    let pool = rt.pool.as_ref();
     let id = session.id();
     let opts = session.options().clone();
     let max = opts.max_msg_len;
     let mut buf = BytesMut::new();
+    let mut charge = Charge::new(rt.budget.clone());
     // The packages of one read, reused from read to read.
     let mut chunk: Vec<P> = Vec::new();
     let mut cron = tokio::time::interval_at(Instant::now() + opts.cron_period, opts.cron_period);
     cron.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing = Closing::new(session);
-    // Set while a partial package sits in the buffer: the read timeout applies only then.
+    // Set while a partial package sits in the buffer, from the read that brought its first
+    // byte: the read timeout bounds the whole package, however slowly it trickles in.
     let mut stall_deadline: Option<Instant> = None;
     // Reads come first: when the socket is ready the other branches are not polled at all
     // (each poll of them costs a lock or a clock read). Every `FAIR_TURN`th wait the control
@@ -349,7 +406,16 @@ async fn read_loop<P: Send + 'static, S: Source>(
                     None => listener.on_cron(session),
                     Some(pool) => {
                         let (s, l) = (session.clone(), listener.clone());
-                        pool.submit(Box::new(move || l.on_cron(&s))).await;
+                        pool.submit(Box::new(move || {
+                            if let Err(p) = catch_unwind(AssertUnwindSafe(|| l.on_cron(&s))) {
+                                s.fail(Error::Panicked {
+                                    session: s.id(),
+                                    what: "on_cron",
+                                    message: panic_message(&*p),
+                                });
+                            }
+                        }))
+                        .await;
                     }
                 }
                 continue;
@@ -362,6 +428,7 @@ async fn read_loop<P: Send + 'static, S: Source>(
                     if let Deframer::Stateful(_) = deframer
                         && let Ok(Some(pkg)) = deframer.one(&mut buf)
                     {
+                        // A whole package: activity.
                         session.update_active();
                         dispatch(session, listener, pool, pkg).await?;
                         return Ok(());
@@ -379,13 +446,21 @@ async fn read_loop<P: Send + 'static, S: Source>(
                 }
                 return Ok(());
             }
-            Input::Control => session.update_active(),
+            Input::Control => {
+                // A whole frame: what was partial is complete.
+                stall_deadline = None;
+                session.update_active();
+            }
+            Input::Partial => {
+                stall_deadline.get_or_insert_with(|| Instant::now() + opts.read_timeout);
+            }
             Input::Stream(n) => {
                 session.inner.stats.add_read(n as u64);
-                // Once per read, not per package: it reads the clock.
-                session.update_active();
-                // Deframe the whole chunk before dispatching any of it: after a framing
+                // Only whole packages are activity (a trickle of bytes is not), marked once per
+                // read, not per package: it reads the clock.
+                // Deframe the whole read before dispatching any of it: after a framing
                 // violation nothing is answered, not even packages that came just before it.
+                let mut pkg_len = None;
                 loop {
                     match deframer.step(&mut buf, max) {
                         Ok(Step::Package(pkg)) => {
@@ -394,7 +469,10 @@ async fn read_loop<P: Send + 'static, S: Source>(
                                 break;
                             }
                         }
-                        Ok(Step::NeedMore) => break,
+                        Ok(Step::NeedMore { pkg_len: n }) => {
+                            pkg_len = n;
+                            break;
+                        }
                         Err(DeframeError::TooLong(len)) => {
                             return Err(Error::TooLong {
                                 session: id,
@@ -405,15 +483,55 @@ async fn read_loop<P: Send + 'static, S: Source>(
                         Err(e) => return Err(deframe_error(id, e)),
                     }
                 }
+                let delivered = !chunk.is_empty();
+                if delivered {
+                    session.update_active();
+                }
                 for pkg in chunk.drain(..) {
                     if session.is_closed() {
                         return Ok(());
                     }
                     dispatch(session, listener, pool, pkg).await?;
                 }
-                stall_deadline = (!buf.is_empty()).then(|| Instant::now() + opts.read_timeout);
+                if buf.is_empty() {
+                    stall_deadline = None;
+                } else if delivered || stall_deadline.is_none() {
+                    // What is left began in this read.
+                    stall_deadline = Some(Instant::now() + opts.read_timeout);
+                }
+                // Hold budget for the partial package (for what its buffer holds, or the whole
+                // announced length) before reserving room for it and reading more of it.
+                let want = if buf.is_empty() {
+                    0
+                } else {
+                    buf.capacity().max(pkg_len.unwrap_or(0))
+                };
+                let settled = charge.try_settle(want).map_err(|o| Error::PartialBudget {
+                    session: id,
+                    want: o.want,
+                    budget: o.total,
+                })?;
+                if !settled {
+                    tracing::debug!(
+                        session = id,
+                        want,
+                        "partial-package budget spent; reads paused"
+                    );
+                    tokio::select! {
+                        _ = closing.wait(session) => return Ok(()),
+                        _ = sleep_until_opt(stall_deadline) => {
+                            return Err(Error::ReadTimeout { session: id, timeout: opts.read_timeout });
+                        }
+                        _ = charge.wait_for(want) => {}
+                    }
+                }
+                if let Some(n) = pkg_len {
+                    // Room for the whole package now, so a big body is read in few syscalls.
+                    buf.reserve(n.saturating_sub(buf.len()));
+                }
             }
             Input::Message { peer } => {
+                stall_deadline = None;
                 let n = buf.len();
                 session.inner.stats.add_read(n as u64);
                 let target = match peer {

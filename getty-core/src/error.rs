@@ -63,6 +63,14 @@ pub enum Error {
         "session {session}: a partial package stalled for longer than the read timeout {timeout:?}"
     )]
     ReadTimeout { session: u64, timeout: Duration },
+    #[error(
+        "session {session}: a partial package needs {want} bytes of buffer, more than the server's whole partial-package budget of {budget} bytes"
+    )]
+    PartialBudget {
+        session: u64,
+        want: usize,
+        budget: usize,
+    },
     #[error("session {session}: a write needs a peer address on an unconnected UDP endpoint")]
     NoPeerAddr { session: u64 },
     #[error("session {session}: {what} panicked: {message}")]

@@ -75,6 +75,7 @@ impl ServerBuilder {
         let opts = self;
         Ok(Server::start_custom(
             opts.pool.clone(),
+            opts.partial_budget,
             local,
             endpoint,
             move |shared: Arc<Shared<P>>| async move {

@@ -18,12 +18,14 @@
 //!   - [`incoming`]: any `AsyncRead + AsyncWrite` connection (`serve_incoming` over a stream of
 //!     accepted connections, `connect_with` over a dial function; `tokio::io::duplex` too).
 //! - [`pool`]: the optional [`TaskPool`] for handlers.
+//! - `budget` (internal): a server's cap on the bytes its sessions hold in partial packages.
 //! - `driver` (internal): the session task and the writer task, shared by every transport;
 //!   `stream` is the byte-stream transport under it (TCP and TLS); `ws` and `udp` are the
 //!   message transports.
 //! - [`error`]: typed errors.
 
 pub mod attributes;
+mod budget;
 mod callbacks;
 pub mod client;
 pub mod codec;

@@ -14,6 +14,11 @@ pub trait EventListener<P>: Send + Sync + 'static {
         Ok(())
     }
     fn on_close(&self, _session: &Session<P>) {}
+    /// Closing has started: reads have stopped and nothing more is dispatched, but queued
+    /// writes may still be flushing (for at most the wait time) before `on_close`. The place to
+    /// fail what waits on the connection without waiting for that flush. At most once, before
+    /// `on_close`.
+    fn on_closing(&self, _session: &Session<P>) {}
     fn on_error(&self, _session: &Session<P>, _err: &Error) {}
     /// Every cron period. The place for heartbeats and closing idle sessions.
     fn on_cron(&self, _session: &Session<P>) {}

@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 pub struct SessionOptions {
     /// Longest package accepted, in bytes; 0 means unlimited. Default 4 MiB.
     pub max_msg_len: usize,
-    /// How long a *partially received* package may stall before the session fails. An idle
-    /// session with nothing buffered never times out: idleness is the listener's call, in cron.
+    /// How long one package may take from its first byte to its last before the session fails
+    /// (a peer that trickles bytes is cut too). An idle session with nothing buffered never
+    /// times out: idleness is the listener's call, in cron.
     pub read_timeout: Duration,
     /// How long one socket write may take before the session fails with a write timeout.
     pub write_timeout: Duration,
@@ -66,8 +67,32 @@ impl SessionOptions {
         if self.read_timeout.is_zero() || self.write_timeout.is_zero() {
             return bad("read_timeout/write_timeout", "must be above zero");
         }
+        // Each is added to `Instant::now()`, which panics on overflow.
+        for (name, d) in [
+            ("cron_period", self.cron_period),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("wait_time", self.wait_time),
+        ] {
+            check_duration(name, d)?;
+        }
         Ok(())
     }
+}
+
+/// Longest period or timeout accepted: far beyond any real use, far below what overflows a
+/// deadline (`Instant::now() + d`).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Rejects a duration above [`MAX_DURATION`] with an [`crate::Error::InvalidOption`] naming it.
+pub fn check_duration(name: &'static str, d: Duration) -> crate::Result<()> {
+    if d > MAX_DURATION {
+        return Err(crate::Error::InvalidOption {
+            name,
+            reason: format!("{d:?} is above the longest accepted duration, {MAX_DURATION:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// TCP socket options applied to every connection of an endpoint.

@@ -59,7 +59,11 @@ pub struct ServerBuilder {
     pub(crate) max_sessions: usize,
     pub(crate) pool: Option<TaskPool>,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) partial_budget: usize,
 }
+
+/// Default of [`ServerBuilder::partial_budget`]: 32 packages of the default max length.
+pub const DEFAULT_PARTIAL_BUDGET: usize = 128 << 20;
 
 impl ServerBuilder {
     /// `addr` such as `127.0.0.1:0` (port 0 picks a free port; read it with `local_addr`).
@@ -71,6 +75,7 @@ impl ServerBuilder {
             max_sessions: 0,
             pool: None,
             handshake_timeout: Duration::from_secs(5),
+            partial_budget: DEFAULT_PARTIAL_BUDGET,
         }
     }
     /// Defaults for every session; the new-session callback may still change them.
@@ -98,6 +103,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Most bytes all sessions together may hold in packages they have begun but not finished
+    /// receiving (0: no cap). A session that cannot get budget for its partial package stops
+    /// reading until others release some, and is cut by its read timeout if that takes too
+    /// long; one whose partial package alone exceeds the budget is closed at once. Keep it
+    /// above the max message length; at least two reads (`2 × read_buf_size`) are required. Default [`DEFAULT_PARTIAL_BUDGET`] (128 MiB). Stream
+    /// transports (TCP, TLS); WebSocket and UDP buffer whole messages in their transport.
+    pub fn partial_budget(mut self, bytes: usize) -> Self {
+        self.partial_budget = bytes;
+        self
+    }
+
     /// Listens for plain TCP connections.
     pub async fn serve_tcp<P: Send + 'static>(
         self,
@@ -112,6 +128,17 @@ impl ServerBuilder {
         new_session: NewSessionCallback<P>,
     ) -> Result<Server<P>> {
         self.session.validate()?;
+        // Any partial package holds at least one read's buffer.
+        let min_budget = 2 * self.session.read_buf_size;
+        if self.partial_budget > 0 && self.partial_budget < min_budget {
+            return Err(Error::InvalidOption {
+                name: "partial_budget",
+                reason: format!(
+                    "{} bytes is below two reads of read_buf_size ({min_budget} bytes)",
+                    self.partial_budget
+                ),
+            });
+        }
         let listener = TcpListener::bind(&self.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -123,8 +150,8 @@ impl ServerBuilder {
             source,
         })?;
         let endpoint = acceptor.endpoint_type();
-        let pool = self.pool.clone();
-        Ok(Server::start_custom(pool, local, endpoint, move |shared| {
+        let (pool, budget) = (self.pool.clone(), self.partial_budget);
+        Ok(Server::start_custom(pool, budget, local, endpoint, move |shared| {
             accept_loop(
                 listener,
                 Arc::new(acceptor),
@@ -145,7 +172,8 @@ pub(crate) struct Shared<P> {
     pub(crate) rt: Runtime,
 }
 
-/// A running server. Dropping it stops accepting; `close` also closes sessions and waits.
+/// A running server. Dropping it stops accepting and starts closing every session (each
+/// flushes for its wait time in the background); `close` does the same and waits for them.
 pub struct Server<P> {
     local: SocketAddr,
     endpoint: EndpointType,
@@ -167,6 +195,10 @@ impl<P: Send + 'static> Server<P> {
     pub fn sessions(&self) -> Vec<Session<P>> {
         self.shared.sessions.all()
     }
+    /// Bytes the sessions currently hold of the partial-package budget (0 without a budget).
+    pub fn partial_bytes(&self) -> usize {
+        self.shared.rt.budget.as_ref().map_or(0, |b| b.in_use())
+    }
     pub fn is_closed(&self) -> bool {
         self.shared.closing.is_cancelled()
     }
@@ -186,7 +218,10 @@ impl<P: Send + 'static> Server<P> {
 
 impl<P> Drop for Server<P> {
     fn drop(&mut self) {
+        // A session opened after this finds `closing` cancelled and closes itself.
         self.shared.closing.cancel();
+        self.shared.sessions.close_all();
+        self.shared.rt.tracker.close();
     }
 }
 
@@ -300,6 +335,7 @@ impl<P: Send + 'static> Server<P> {
     /// server has. `local` is what `local_addr` reports.
     pub(crate) fn start_custom<F, Fut>(
         pool: Option<TaskPool>,
+        partial_budget: usize,
         local: SocketAddr,
         endpoint: EndpointType,
         accept: F,
@@ -315,6 +351,8 @@ impl<P: Send + 'static> Server<P> {
             rt: Runtime {
                 tracker: TaskTracker::new(),
                 pool,
+                budget: (partial_budget > 0)
+                    .then(|| crate::budget::PartialBudget::new(partial_budget)),
             },
         });
         let accept = shared.rt.tracker.spawn(accept(shared.clone()));

@@ -78,7 +78,7 @@ pub(crate) struct Inner<P> {
     pub(crate) reads_released: tokio::sync::Notify,
     /// Cancelled when `on_close` and the close callbacks have run.
     pub(crate) finished: CancellationToken,
-    /// The first error that ended the session, handed to `on_error`.
+    /// The first error that ended the session, handed to `on_error` (and put back after it).
     pub(crate) close_error: Mutex<Option<Error>>,
     pub(crate) attrs: Mutex<Attributes>,
     active_nanos: AtomicU64,
@@ -302,7 +302,8 @@ impl<P: Send + 'static> Session<P> {
 
     // ---- activity and stats ----
 
-    /// When a package (or WebSocket ping/pong) last arrived. Writes never move it.
+    /// When a whole package (or a WebSocket ping/pong) last arrived. Writes never move it, nor
+    /// do the bytes of an unfinished package (a trickling peer is not alive).
     pub fn active(&self) -> Instant {
         epoch() + Duration::from_nanos(self.inner.active_nanos.load(Ordering::Relaxed))
     }

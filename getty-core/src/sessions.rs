@@ -40,9 +40,14 @@ impl<P: Send + 'static> SessionSet<P> {
         v.sort_by_key(Session::id);
         v
     }
+}
+
+// Without bounds, so that the `Drop` of an endpoint (which has none) can close its sessions.
+impl<P> SessionSet<P> {
     pub(crate) fn close_all(&self) {
-        for s in self.map().values() {
-            s.close();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for s in map.values() {
+            s.inner.start_close();
         }
     }
 }

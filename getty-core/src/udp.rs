@@ -205,6 +205,7 @@ fn start<P: Send + 'static>(
     let rt = Runtime {
         tracker: TaskTracker::new(),
         pool,
+        budget: None,
     };
     rt.tracker.spawn(opened.run(rt.clone()));
     Ok(Udp {

@@ -3,7 +3,9 @@
 //! - One `write_pkg` is one binary message; each received binary (or text) message is one
 //!   package for the reader.
 //! - Keep-alive: the session queues a ping each cron period; pings and pongs that arrive move
-//!   the session's active time. Pong replies are queued by tungstenite while reading and put on
+//!   the session's active time. Bytes of a message still arriving do not, and start the read
+//!   timeout, which bounds the message from its first byte (tungstenite buffers frames out of
+//!   the session's sight, so the stream notes when bytes arrive). Pong replies are queued by tungstenite while reading and put on
 //!   the wire by the session task's very next read (the read and write halves share the stream).
 //! - Closing sends a close frame with code 1000 (1009 after an over-long message, 1002 after a
 //!   protocol error); a close frame from the peer ends the session normally, without `on_error`.
@@ -16,7 +18,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -64,23 +66,29 @@ fn ws_io_error(e: WsError) -> io::Error {
 
 /// The read half. Shares with its sink the close code to send.
 pub(crate) struct WsSource<S> {
-    rx: SplitStream<WebSocketStream<S>>,
+    rx: SplitStream<WebSocketStream<Prefixed<S>>>,
     close_code: Arc<AtomicU16>,
+    /// Set by the stream when bytes arrive (see [`Prefixed`]).
+    got_bytes: Arc<AtomicBool>,
 }
 
 /// The write half.
 pub(crate) struct WsSink<S> {
-    tx: SplitSink<WebSocketStream<S>, Message>,
+    tx: SplitSink<WebSocketStream<Prefixed<S>>, Message>,
     close_code: Arc<AtomicU16>,
 }
 
-fn split<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocketStream<S>) -> (WsSource<S>, WsSink<S>) {
+fn split<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<Prefixed<S>>,
+) -> (WsSource<S>, WsSink<S>) {
+    let got_bytes = ws.get_ref().got_bytes.clone();
     let (tx, rx) = ws.split();
     let close_code = Arc::new(AtomicU16::new(CloseCode::Normal.into()));
     (
         WsSource {
             rx,
             close_code: close_code.clone(),
+            got_bytes,
         },
         WsSink { tx, close_code },
     )
@@ -92,7 +100,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Source for WsSource<S> 
         // Reading also flushes the pong (or close reply) that tungstenite queued on the
         // previous read, so replies go out even when the application writes nothing.
         loop {
-            let msg = match self.rx.next().await {
+            // Bytes that arrived without completing a frame are reported as `Partial`.
+            self.got_bytes.store(false, Ordering::Relaxed);
+            let next = std::future::poll_fn(|cx| match self.rx.poll_next_unpin(cx) {
+                Poll::Ready(m) => Poll::Ready(Some(m)),
+                Poll::Pending if self.got_bytes.swap(false, Ordering::Relaxed) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let Some(next) = next else {
+                return Ok(Input::Partial);
+            };
+            let msg = match next {
                 None => return Ok(Input::Eof),
                 Some(Ok(m)) => m,
                 Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
@@ -256,11 +275,23 @@ impl ClientLayer for TlsConnect {
 
 // ---- server ----
 
-/// A stream that first yields bytes already read from it (the request head the server checked
-/// before handing the connection to tungstenite).
+/// The stream under tungstenite: it first yields bytes already read from it (the request head
+/// the server checked before handing the connection over; none on a client), and notes when
+/// bytes arrive, so the session can time a message that is still being received.
 pub(crate) struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
+    got_bytes: Arc<AtomicBool>,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Bytes, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            inner,
+            got_bytes: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -275,7 +306,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             self.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.got_bytes.store(true, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -441,8 +477,8 @@ pub(crate) struct WsAcceptor<L> {
 }
 
 impl<L: ServerLayer> Acceptor for WsAcceptor<L> {
-    type Source = WsSource<Prefixed<L::Stream>>;
-    type Sink = WsSink<Prefixed<L::Stream>>;
+    type Source = WsSource<L::Stream>;
+    type Sink = WsSink<L::Stream>;
     fn endpoint_type(&self) -> EndpointType {
         L::ENDPOINT
     }
@@ -477,10 +513,7 @@ impl<L: ServerLayer> Acceptor for WsAcceptor<L> {
                 Err(err)
             }
         };
-        let stream = Prefixed {
-            prefix: Bytes::from(head),
-            inner: s,
-        };
+        let stream = Prefixed::new(Bytes::from(head), s);
         let ws =
             tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(self.config))
                 .await
@@ -552,7 +585,7 @@ impl<L: ClientLayer> Connector for WsConnector<L> {
     async fn connect(&self) -> Result<Connected<Self::Source, Self::Sink>> {
         let tcp = dial_tcp(&self.addr, &self.socket).await?;
         let (local, remote) = (tcp.local_addr().ok(), tcp.peer_addr().ok());
-        let s = self.layer.wrap(tcp).await?;
+        let s = Prefixed::new(Bytes::new(), self.layer.wrap(tcp).await?);
         let (ws, _) =
             tokio_tungstenite::client_async_with_config(self.url.as_str(), s, Some(self.config))
                 .await

@@ -15,6 +15,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A registry option given in code is invalid or unusable (e.g. a TLS file cannot be read).
+    #[error("invalid registry configuration: {0}")]
+    InvalidConfig(String),
     /// The URL names a backend whose cargo feature is not enabled.
     #[error("registry backend {0:?} is not compiled in (enable the cargo feature `{0}`)")]
     FeatureDisabled(&'static str),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,9 +53,35 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
 type StopReply = oneshot::Sender<Result<()>>;
 
+/// A backend that keeps many registrations itself (one lease or session for all of them) and
+/// removes them in batches: the handle only names its key and ownership token.
+pub(crate) trait Releaser: Send + Sync + 'static {
+    /// Removes each `(key, token)` whose token still owns the key, then answers on `reply`
+    /// (`None`: dropped handles, best effort). Must not block.
+    fn release(&self, items: Vec<(String, u64)>, reply: Option<StopReply>);
+}
+
+/// How a task-kept registration can also be removed in a batch: its backend client, key and
+/// ownership token. The batch releases ownership first, so that the keeper, told to stop
+/// afterwards, leaves the (already removed) key alone.
+struct Batchable {
+    owner: Arc<dyn Releaser>,
+    key: String,
+    token: u64,
+}
+
 enum RegistrationInner {
     /// A background keeper task; sending on (or dropping) `stop` makes it deregister.
-    Task { stop: oneshot::Sender<StopReply> },
+    Task {
+        stop: oneshot::Sender<StopReply>,
+        batch: Option<Batchable>,
+    },
+    /// Kept by a shared backend task (etcd's session lease).
+    Owned {
+        owner: Arc<dyn Releaser>,
+        key: String,
+        token: u64,
+    },
     /// Synchronous removal (memory backend).
     Sync(Box<dyn FnOnce() + Send + Sync>),
     /// Already deregistered.
@@ -70,12 +97,23 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// A registration kept by a background task. The task must deregister when it receives a
-    /// reply channel on `stop` (answering on it) or when `stop`'s sender is dropped.
-    pub(crate) fn with_task(instance: ServiceInstance, stop: oneshot::Sender<StopReply>) -> Self {
+    /// A registration kept by a background task, which must deregister when it receives a reply
+    /// channel on `stop` (answering on it) or when `stop`'s sender is dropped.
+    /// [`Registration::deregister_all`] can also remove it in a batch through `owner` (key
+    /// `key`, ownership `token`).
+    pub(crate) fn with_batchable_task(
+        instance: ServiceInstance,
+        stop: oneshot::Sender<StopReply>,
+        owner: Arc<dyn Releaser>,
+        key: String,
+        token: u64,
+    ) -> Self {
         Registration {
             instance,
-            inner: RegistrationInner::Task { stop },
+            inner: RegistrationInner::Task {
+                stop,
+                batch: Some(Batchable { owner, key, token }),
+            },
         }
     }
 
@@ -90,6 +128,84 @@ impl Registration {
         }
     }
 
+    /// A registration kept by `owner` under `key`, owned by `token`.
+    pub(crate) fn with_owner(
+        instance: ServiceInstance,
+        owner: Arc<dyn Releaser>,
+        key: String,
+        token: u64,
+    ) -> Self {
+        Registration {
+            instance,
+            inner: RegistrationInner::Owned { owner, key, token },
+        }
+    }
+
+    /// Deregisters all of `registrations` at once: those kept by one backend client in one
+    /// batch (etcd: one lease revoke when they are all of its registrations, otherwise
+    /// transactions of many deletes), the others concurrently. Returns the first error; every
+    /// registration is still attempted (the ones that fail expire with their lease / session).
+    pub async fn deregister_all(registrations: Vec<Registration>) -> Result<()> {
+        struct Batch {
+            owner: Arc<dyn Releaser>,
+            items: Vec<(String, u64)>,
+            /// Keepers to stop once the batch is done.
+            stops: Vec<oneshot::Sender<StopReply>>,
+        }
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut add = |owner: Arc<dyn Releaser>, key, token, stop| {
+            let i = match batches.iter().position(|b| Arc::ptr_eq(&b.owner, &owner)) {
+                Some(i) => i,
+                None => {
+                    batches.push(Batch {
+                        owner,
+                        items: Vec::new(),
+                        stops: Vec::new(),
+                    });
+                    batches.len() - 1
+                }
+            };
+            batches[i].items.push((key, token));
+            batches[i].stops.extend(stop);
+        };
+        let mut waiting = tokio::task::JoinSet::new();
+        for mut r in registrations {
+            match std::mem::replace(&mut r.inner, RegistrationInner::Done) {
+                RegistrationInner::Owned { owner, key, token } => add(owner, key, token, None),
+                RegistrationInner::Task {
+                    stop,
+                    batch: Some(Batchable { owner, key, token }),
+                } => add(owner, key, token, Some(stop)),
+                inner => {
+                    r.inner = inner;
+                    waiting.spawn(r.deregister());
+                }
+            }
+        }
+        for Batch {
+            owner,
+            items,
+            stops,
+        } in batches
+        {
+            let (tx, rx) = oneshot::channel();
+            owner.release(items, Some(tx));
+            waiting.spawn(async move {
+                let r = rx.await.unwrap_or(Err(Error::Closed));
+                drop(stops);
+                r
+            });
+        }
+        let mut result = Ok(());
+        while let Some(r) = waiting.join_next().await {
+            let r = r.unwrap_or(Err(Error::Closed));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
     /// The published instance (with its generated `instance_id`, if any).
     pub fn instance(&self) -> &ServiceInstance {
         &self.instance
@@ -98,11 +214,16 @@ impl Registration {
     /// Removes the instance from the registry and stops keeping it alive.
     pub async fn deregister(mut self) -> Result<()> {
         match std::mem::replace(&mut self.inner, RegistrationInner::Done) {
-            RegistrationInner::Task { stop } => {
+            RegistrationInner::Task { stop, .. } => {
                 let (tx, rx) = oneshot::channel();
                 if stop.send(tx).is_err() {
                     return Err(Error::Closed);
                 }
+                rx.await.unwrap_or(Err(Error::Closed))
+            }
+            RegistrationInner::Owned { owner, key, token } => {
+                let (tx, rx) = oneshot::channel();
+                owner.release(vec![(key, token)], Some(tx));
                 rx.await.unwrap_or(Err(Error::Closed))
             }
             RegistrationInner::Sync(remove) => {
@@ -117,10 +238,12 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         // Dropping `stop` tells the keeper task to deregister in the background.
-        if let RegistrationInner::Sync(remove) =
-            std::mem::replace(&mut self.inner, RegistrationInner::Done)
-        {
-            remove();
+        match std::mem::replace(&mut self.inner, RegistrationInner::Done) {
+            RegistrationInner::Sync(remove) => remove(),
+            RegistrationInner::Owned { owner, key, token } => {
+                owner.release(vec![(key, token)], None)
+            }
+            _ => {}
         }
     }
 }
@@ -149,6 +272,7 @@ enum WatchRx {
 /// stops the background work.
 pub struct Watch {
     rx: WatchRx,
+    live: Option<tokio::sync::watch::Receiver<bool>>,
     _task: Option<AbortOnDrop>,
     _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -157,6 +281,7 @@ impl Watch {
     pub(crate) fn bounded(rx: mpsc::Receiver<Event>, task: Option<JoinHandle<()>>) -> Self {
         Watch {
             rx: WatchRx::Bounded(rx),
+            live: None,
             _task: task.map(AbortOnDrop),
             _keep: None,
         }
@@ -165,6 +290,7 @@ impl Watch {
     pub(crate) fn unbounded(rx: mpsc::UnboundedReceiver<Event>) -> Self {
         Watch {
             rx: WatchRx::Unbounded(rx),
+            live: None,
             _task: None,
             _keep: None,
         }
@@ -174,6 +300,25 @@ impl Watch {
     pub(crate) fn keep(mut self, value: impl std::any::Any + Send + Sync) -> Self {
         self._keep = Some(Box::new(value));
         self
+    }
+
+    /// Reports through `live` whether the backend's watch is connected (the events are then
+    /// current) or resuming after a disconnection (the last events may be stale).
+    pub(crate) fn with_liveness(mut self, live: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Whether the backend's watch is currently connected (always true for backends without a
+    /// server). While false, the view built from the events may be stale; the watch resumes and
+    /// reconciles by itself.
+    pub fn is_live(&self) -> bool {
+        self.live.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// A receiver of [`Watch::is_live`]'s value (`None` for backends without a server).
+    pub fn liveness(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.live.clone()
     }
 
     /// The next event, or `None` when the watch has ended.
@@ -266,9 +411,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Exponential back-off with jitter: 100 ms doubling up to `max`.
+/// Exponential back-off with jitter: 100 ms (or `initial`) doubling up to `max`.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
+    initial: Duration,
     next: Duration,
     max: Duration,
 }
@@ -277,8 +423,13 @@ impl Backoff {
     pub(crate) const INITIAL: Duration = Duration::from_millis(100);
 
     pub(crate) fn new(max: Duration) -> Self {
+        Self::starting_at(Self::INITIAL, max)
+    }
+
+    pub(crate) fn starting_at(initial: Duration, max: Duration) -> Self {
         Backoff {
-            next: Self::INITIAL,
+            initial,
+            next: initial,
             max,
         }
     }
@@ -296,7 +447,7 @@ impl Backoff {
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = Self::INITIAL;
+        self.next = self.initial;
     }
 }
 

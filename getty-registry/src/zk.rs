@@ -1,8 +1,18 @@
 //! ZooKeeper backend (`zookeeper://host:port[,host:port…][/root][?ttl=SECS][&timeout=SECS]`).
 //!
-//! * Persistent (empty) parents `{root}/{service}/{group}/{version}`, and an **ephemeral** node
-//!   `{instance_id}` below them holding the instance as JSON. `ttl` is the requested session
-//!   timeout (default 10 s; the server clamps it to its min/max session timeouts).
+//! * Container (empty) parents `{root}/{service}/{group}/{version}` — the server removes them
+//!   once their last child is gone — and an **ephemeral** node `{instance_id}` below them holding
+//!   the instance as JSON. `ttl` is the requested session timeout (default 10 s; the server
+//!   clamps it to its min/max session timeouts).
+//! * A node of our session is updated in place; a node of another session (our previous one,
+//!   still expiring) is replaced in one multi-op (delete + create), so watchers never see the
+//!   instance missing.
+//! * Security: `zookeeper://user:password@host…` (or [`ZkOptions::digest`]) authenticates the
+//!   session with ZooKeeper's `digest` scheme, and every node we create then carries the ACL
+//!   `auth::cdrwa` + `world:anyone:r`: only that identity can change or delete its instances or
+//!   create nodes below its parents, everyone can read. Without credentials nodes are
+//!   world-writable (`anyone_all`), as before. All providers under one root must use the same
+//!   identity (the first one owns the parents), or an administrator creates the parents.
 //! * One session per [`ZkRegistry`], managed by a background task: it connects with retry (with
 //!   several addresses it keeps cycling until one answers) and, when the session expires or is
 //!   closed, opens a new one. Each registration's keeper then re-creates its ephemeral node in the
@@ -27,19 +37,28 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 pub use zookeeper_client;
 use zookeeper_client as zkc;
-use zookeeper_client::{Acls, AddWatchMode, CreateMode, EventType, SessionState};
+use zookeeper_client::{Acl, Acls, AddWatchMode, CreateMode, EventType, Permission, SessionState};
+
+/// With digest auth: the registering identity may do anything, everyone else may only read.
+static CREATOR_ALL_ANYONE_READ: [Acl; 2] = [
+    Acl::new_const(Permission::ALL, "auth", ""),
+    Acl::new_const(Permission::READ, "world", "anyone"),
+];
 
 use crate::error::{Error, Result};
 use crate::model::{Event, Query, ServiceInstance};
 use crate::registry::{
     AbortOnDrop, Backoff, BoxFuture, Owners, Registration, Registry, View, Watch,
 };
+use crate::secret::Credentials;
 use crate::url::RegistryUrl;
 
 /// Default time a call waits for a usable session.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const WATCH_BUFFER: usize = 1024;
+/// Most node reads a watch sends before awaiting the first answer.
+const MAX_PIPELINED_READS: usize = 1024;
 
 /// A session of the registry's client; `generation` increases with every new session.
 #[derive(Clone)]
@@ -56,6 +75,8 @@ impl Session {
 
 struct Shared {
     servers: String,
+    /// Digest identity of the session (`None`: unauthenticated, world-writable nodes).
+    auth: Option<Credentials>,
     root: String,
     session_timeout: Duration,
     wait_timeout: Duration,
@@ -67,6 +88,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct ZkRegistry {
     shared: Arc<Shared>,
+    batch: Arc<Batch>,
 }
 
 impl std::fmt::Debug for ZkRegistry {
@@ -110,17 +132,35 @@ impl ZkRegistry {
         session_timeout: Duration,
         wait_timeout: Duration,
     ) -> Self {
+        Self::with_options(
+            ZkOptions::new(servers)
+                .root(root)
+                .session_timeout(session_timeout)
+                .wait_timeout(wait_timeout),
+        )
+    }
+
+    /// Starts a registry configured by `options` (see [`ZkOptions`]).
+    pub fn with_options(options: ZkOptions) -> Self {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(manage(servers.to_string(), session_timeout, tx));
+        tokio::spawn(manage(
+            options.servers.clone(),
+            options.session_timeout,
+            options.credentials.clone(),
+            tx,
+        ));
+        let shared = Arc::new(Shared {
+            servers: options.servers,
+            auth: options.credentials,
+            root: options.root.trim_end_matches('/').to_string(),
+            session_timeout: options.session_timeout,
+            wait_timeout: options.wait_timeout,
+            session: rx,
+            owners: Owners::default(),
+        });
         ZkRegistry {
-            shared: Arc::new(Shared {
-                servers: servers.to_string(),
-                root: root.trim_end_matches('/').to_string(),
-                session_timeout,
-                wait_timeout,
-                session: rx,
-                owners: Owners::default(),
-            }),
+            batch: Arc::new(Batch(shared.clone())),
+            shared,
         }
     }
 
@@ -129,10 +169,14 @@ impl ZkRegistry {
         if url.hosts.is_empty() {
             return Err(url.error("no zookeeper address"));
         }
-        let root = url.root(crate::DEFAULT_ROOT)?;
-        let ttl = url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL);
-        let timeout = url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        Ok(Self::new(&url.hosts.join(","), &root, ttl, timeout))
+        let mut options = ZkOptions::new(&url.hosts.join(","))
+            .root(&url.root(crate::DEFAULT_ROOT)?)
+            .session_timeout(url.seconds("ttl")?.unwrap_or(crate::DEFAULT_TTL))
+            .wait_timeout(url.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT));
+        if let Some(c) = &url.credentials {
+            options = options.digest(c.clone());
+        }
+        Ok(Self::with_options(options))
     }
 
     /// The current session (id and password), if connected: for diagnostics, and for tests that
@@ -164,13 +208,21 @@ impl ZkRegistry {
 }
 
 /// Owns the client: connects (retrying), publishes the session, and replaces it when it ends.
-async fn manage(servers: String, session_timeout: Duration, tx: watch::Sender<Option<Session>>) {
+async fn manage(
+    servers: String,
+    session_timeout: Duration,
+    auth: Option<Credentials>,
+    tx: watch::Sender<Option<Session>>,
+) {
     let mut generation = 0u64;
     let mut backoff = Backoff::new(MAX_BACKOFF);
+    let digest = auth.map(|c| format!("{}:{}", c.user, c.password.expose()).into_bytes());
     loop {
-        let connect = zkc::Client::connector()
-            .with_session_timeout(session_timeout)
-            .connect(&servers);
+        let mut connector = zkc::Client::connector().with_session_timeout(session_timeout);
+        if let Some(d) = &digest {
+            connector = connector.with_auth("digest", d);
+        }
+        let connect = connector.connect(&servers);
         let result = tokio::select! {
             _ = tx.closed() => return,
             r = tokio::time::timeout(session_timeout + Duration::from_secs(5), connect) => r,
@@ -213,6 +265,15 @@ async fn manage(servers: String, session_timeout: Duration, tx: watch::Sender<Op
 }
 
 impl Shared {
+    /// ACLs of the nodes we create: world-writable without an identity; with digest auth,
+    /// writable by our identity only and readable by everyone.
+    fn acls(&self) -> Acls<'static> {
+        match self.auth {
+            None => Acls::anyone_all(),
+            Some(_) => Acls::new(&CREATOR_ALL_ANYONE_READ),
+        }
+    }
+
     fn path_of(&self, instance: &ServiceInstance) -> String {
         format!("{}/{}", self.root, instance.path_key())
     }
@@ -274,14 +335,20 @@ fn child(dir: &str, name: &str) -> String {
 
 /// Makes sure `path` exists as an ephemeral node of `session` holding `data`. Returns whether
 /// anything had to be written.
+///
+/// Parents are container nodes (the server removes them once their last child is gone). A node
+/// of ours is updated in place (`setData`); a node of another session (e.g. our previous,
+/// expiring one) is replaced by one multi-op (delete + create), so that a watcher never sees the
+/// instance missing in between.
 async fn ensure_node(
     session: &Session,
+    acls: Acls<'static>,
     path: &str,
     data: &[u8],
 ) -> std::result::Result<bool, zkc::Error> {
     let client = &session.client;
-    let dir_opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    let node_opts = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let dir_opts = CreateMode::Container.with_acls(acls);
+    let node_opts = CreateMode::Ephemeral.with_acls(acls);
     for _ in 0..5 {
         client.mkdir(parent(path), &dir_opts).await?;
         match client.create(path, data, &node_opts).await {
@@ -301,8 +368,17 @@ async fn ensure_node(
                         owner = stat.ephemeral_owner,
                         "replacing a node owned by another session"
                     );
-                    match client.delete(path, Some(stat.version)).await {
-                        Ok(()) | Err(zkc::Error::NoNode) | Err(zkc::Error::BadVersion) => continue,
+                    let mut multi = client.new_multi_writer();
+                    multi.add_delete(path, Some(stat.version))?;
+                    multi.add_create(path, data, &node_opts)?;
+                    match multi.commit().await.map_err(zkc::Error::from) {
+                        Ok(_) => return Ok(true),
+                        // Changed or gone meanwhile: look again.
+                        Err(
+                            zkc::Error::NoNode | zkc::Error::BadVersion | zkc::Error::NodeExists,
+                        ) => {
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -351,7 +427,7 @@ async fn keeper(
         if ensured != Some(session.generation) {
             let r = tokio::select! {
                 s = &mut stop => return finish(&shared, &path, token, s.ok()).await,
-                r = ensure_node(&session, &path, &data) => r,
+                r = ensure_node(&session, shared.acls(), &path, &data) => r,
             };
             match r {
                 Ok(wrote) => {
@@ -450,6 +526,79 @@ async fn finish(
     }
 }
 
+/// Batched deregistration ([`Registration::deregister_all`]): ownership is released first (the
+/// keepers, stopped afterwards, then leave the nodes alone), the nodes are read in one pipeline
+/// to keep only those of our session, and deleted [`DELETES_PER_MULTI`] per multi-op.
+struct Batch(Arc<Shared>);
+
+/// Deletes per multi-op (one write transaction on the server instead of one per node).
+const DELETES_PER_MULTI: usize = 100;
+
+impl crate::registry::Releaser for Batch {
+    fn release(&self, items: Vec<(String, u64)>, reply: Option<oneshot::Sender<Result<()>>>) {
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let paths: Vec<String> = items
+                .into_iter()
+                .filter(|(path, token)| shared.owners.release(path, *token))
+                .map(|(path, _)| path)
+                .collect();
+            let paths = &paths;
+            let result = shared
+                .retrying("deregister", |session| async move {
+                    delete_owned(&session, paths).await
+                })
+                .await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "zookeeper deregistration failed; the nodes go with their session");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        });
+    }
+}
+
+/// Deletes those of `paths` that are nodes of `session`.
+async fn delete_owned(session: &Session, paths: &[String]) -> std::result::Result<(), zkc::Error> {
+    let client = &session.client;
+    let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+    let mut owned = Vec::new();
+    for (path, read) in paths.iter().zip(reads) {
+        match read.await {
+            Ok((_, stat)) if session.owns(&stat) => owned.push((path.as_str(), stat.version)),
+            Ok(_) | Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let commits: Vec<_> = owned
+        .chunks(DELETES_PER_MULTI)
+        .map(|chunk| {
+            let mut multi = client.new_multi_writer();
+            for (path, version) in chunk {
+                multi.add_delete(path, Some(*version))?;
+            }
+            Ok((chunk, multi.commit()))
+        })
+        .collect::<std::result::Result<_, zkc::Error>>()?;
+    for (chunk, commit) in commits {
+        match commit.await.map_err(zkc::Error::from) {
+            Ok(_) => {}
+            // One node changed or went meanwhile: the others one by one.
+            Err(zkc::Error::NoNode | zkc::Error::BadVersion) => {
+                for (path, version) in chunk {
+                    match client.delete(path, Some(*version)).await {
+                        Ok(()) | Err(zkc::Error::NoNode | zkc::Error::BadVersion) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Watch
 // ---------------------------------------------------------------------------------------------
@@ -526,6 +675,13 @@ async fn arm_and_list(
 /// Moves a persistent watcher into its own task and forwards its events (up to and including a
 /// terminal session event). Contains panics of the watcher (zookeeper-client 0.11 panics when
 /// polled after its session ended abruptly): the channel then just closes.
+fn is_node_event(ev: &zkc::WatchedEvent) -> bool {
+    matches!(
+        ev.event_type,
+        EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
+    )
+}
+
 fn forward(
     mut watcher: zkc::PersistentWatcher,
 ) -> (mpsc::UnboundedReceiver<zkc::WatchedEvent>, AbortOnDrop) {
@@ -546,6 +702,8 @@ fn forward(
 }
 
 struct WatchState {
+    /// Whether the view is current: false from a disconnection until the re-list after it.
+    live: watch::Sender<bool>,
     shared: Arc<Shared>,
     query: Query,
     base: String,
@@ -555,6 +713,11 @@ struct WatchState {
 }
 
 impl WatchState {
+    fn set_live(&self, up: bool) {
+        self.live
+            .send_if_modified(|l| std::mem::replace(l, up) != up);
+    }
+
     /// Whether `path` is an instance node of this watch (`levels` below the base).
     fn is_leaf(&self, path: &str) -> bool {
         let rest = if self.base.ends_with('/') {
@@ -575,18 +738,26 @@ impl WatchState {
         true
     }
 
-    /// Re-reads one node and emits the resulting change.
+    /// Re-reads `paths` and emits the resulting changes. The reads are pipelined (all sent
+    /// before the first answer is awaited), so a burst of node events costs one round trip, not
+    /// one per node.
     async fn refresh(
         &mut self,
         session: &Session,
-        path: &str,
+        paths: &[String],
     ) -> std::result::Result<bool, zkc::Error> {
-        let change = match session.client.get_data(path).await {
-            Ok((data, _)) => self.view.upsert(path, decode(path, &data, &self.query)),
-            Err(zkc::Error::NoNode) => self.view.remove(path),
-            Err(e) => return Err(e),
-        };
-        Ok(self.emit(change).await)
+        let reads: Vec<_> = paths.iter().map(|p| session.client.get_data(p)).collect();
+        for (path, read) in paths.iter().zip(reads) {
+            let change = match read.await {
+                Ok((data, _)) => self.view.upsert(path, decode(path, &data, &self.query)),
+                Err(zkc::Error::NoNode) => self.view.remove(path),
+                Err(e) => return Err(e),
+            };
+            if !self.emit(change).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn run(mut self, mut session: Session, watcher: zkc::PersistentWatcher) {
@@ -596,6 +767,8 @@ impl WatchState {
         // Set when events may have been missed: re-list (and, after a session change, re-arm).
         let mut relist = false;
         let mut rearm = false;
+        // An event taken from the queue but not handled yet.
+        let mut held: Option<zkc::WatchedEvent> = None;
         loop {
             if rearm {
                 // Wait for a live session (a newer one if ours ended), then arm + list + diff.
@@ -612,6 +785,7 @@ impl WatchState {
                     Ok((w, fresh)) => {
                         session = next;
                         (events, _forwarder) = forward(w);
+                        held = None;
                         rearm = false;
                         relist = false;
                         backoff.reset();
@@ -619,6 +793,7 @@ impl WatchState {
                         if !self.emit(events).await {
                             return;
                         }
+                        self.set_live(true);
                     }
                     Err(e) => {
                         tracing::warn!(base = %self.base, error = %e, "zookeeper watch not re-armed yet; retrying");
@@ -641,6 +816,7 @@ impl WatchState {
                         if !self.emit(events).await {
                             return;
                         }
+                        self.set_live(true);
                     }
                     Err(e) => {
                         tracing::debug!(base = %self.base, error = %e, "zookeeper re-list failed; retrying");
@@ -655,21 +831,26 @@ impl WatchState {
                     }
                 }
             }
-            let ev = tokio::select! {
-                _ = self.tx.closed() => return,
-                ev = events.recv() => ev,
+            let ev = match held.take() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
+                    _ = self.tx.closed() => return,
+                    ev = events.recv() => ev,
+                },
             };
             let Some(ev) = ev else {
                 // The forwarder ended without a terminal event (watcher failure): start over.
                 tracing::warn!(base = %self.base, "zookeeper watcher failed; re-arming");
+                self.set_live(false);
                 rearm = true;
                 continue;
             };
             match ev.event_type {
                 EventType::Session => match ev.session_state {
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => relist = true,
-                    SessionState::Disconnected => {}
+                    SessionState::Disconnected => self.set_live(false),
                     terminal => {
+                        self.set_live(false);
                         tracing::warn!(base = %self.base, state = ?terminal, "zookeeper watch lost its session; re-arming on the next one");
                         // The watcher must not be polled after a terminal state.
                         rearm = true;
@@ -678,11 +859,27 @@ impl WatchState {
                 EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted
                     if self.is_leaf(&ev.path) =>
                 {
-                    match self.refresh(&session, &ev.path).await {
+                    // The node events already queued are read together; anything else waits
+                    // in `held` for the next turn.
+                    let mut paths = vec![ev.path];
+                    while paths.len() < MAX_PIPELINED_READS {
+                        match events.try_recv() {
+                            Ok(next) if is_node_event(&next) && self.is_leaf(&next.path) => {
+                                paths.push(next.path)
+                            }
+                            Ok(next) if is_node_event(&next) => {}
+                            Ok(next) => {
+                                held = Some(next);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    match self.refresh(&session, &paths).await {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {
-                            tracing::debug!(path = %ev.path, error = %e, "zookeeper read failed; will re-list");
+                            tracing::debug!(error = %e, "zookeeper read failed; will re-list");
                             relist = true;
                         }
                     }
@@ -702,6 +899,60 @@ impl WatchState {
 
 // ---------------------------------------------------------------------------------------------
 
+/// How to reach and use a ZooKeeper ensemble (see [`ZkRegistry::with_options`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ZkOptions {
+    /// `host:port[,host:port…]`.
+    pub servers: String,
+    /// Root node (default [`DEFAULT_ROOT`](crate::DEFAULT_ROOT)).
+    pub root: String,
+    /// Requested session timeout (the server clamps it), default [`DEFAULT_TTL`](crate::DEFAULT_TTL).
+    pub session_timeout: Duration,
+    /// How long a call waits for a usable session, default [`DEFAULT_TIMEOUT`].
+    pub wait_timeout: Duration,
+    /// Digest identity (`user:password`); with it every node we create is writable by this
+    /// identity only and readable by everyone.
+    pub credentials: Option<Credentials>,
+}
+
+impl ZkOptions {
+    /// Defaults for `servers`.
+    pub fn new(servers: &str) -> Self {
+        ZkOptions {
+            servers: servers.to_string(),
+            root: crate::DEFAULT_ROOT.to_string(),
+            session_timeout: crate::DEFAULT_TTL,
+            wait_timeout: DEFAULT_TIMEOUT,
+            credentials: None,
+        }
+    }
+
+    /// The root node.
+    pub fn root(mut self, root: &str) -> Self {
+        self.root = root.to_string();
+        self
+    }
+
+    /// The requested session timeout.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// How long a call waits for a session.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// Authenticates with digest `credentials` and protects our nodes with them.
+    pub fn digest(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+}
+
 impl Registry for ZkRegistry {
     fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
         Box::pin(async move {
@@ -712,8 +963,9 @@ impl Registry for ZkRegistry {
                 .shared
                 .retrying("register", |session| {
                     let (path, data) = (path.clone(), data.clone());
+                    let acls = self.shared.acls();
                     async move {
-                        ensure_node(&session, &path, &data)
+                        ensure_node(&session, acls, &path, &data)
                             .await
                             .map(|_| session.generation)
                     }
@@ -724,13 +976,19 @@ impl Registry for ZkRegistry {
             let (stop_tx, stop_rx) = oneshot::channel();
             tokio::spawn(keeper(
                 self.shared.clone(),
-                path,
+                path.clone(),
                 data,
                 generation,
                 token,
                 stop_rx,
             ));
-            Ok(Registration::with_task(instance, stop_tx))
+            Ok(Registration::with_batchable_task(
+                instance,
+                stop_tx,
+                self.batch.clone(),
+                path,
+                token,
+            ))
         })
     }
 
@@ -768,7 +1026,9 @@ impl Registry for ZkRegistry {
             let view = View::from_entries(entries);
             let (tx, rx) = mpsc::channel(WATCH_BUFFER);
             let _ = tx.try_send(Event::Snapshot(view.snapshot()));
+            let (live, live_rx) = watch::channel(true);
             let state = WatchState {
+                live,
                 shared: self.shared.clone(),
                 query: query.clone(),
                 base,
@@ -777,7 +1037,7 @@ impl Registry for ZkRegistry {
                 tx,
             };
             let task = tokio::spawn(state.run(session, watcher));
-            Ok(Watch::bounded(rx, Some(task)))
+            Ok(Watch::bounded(rx, Some(task)).with_liveness(live_rx))
         })
     }
 

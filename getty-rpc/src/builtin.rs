@@ -38,13 +38,18 @@ pub(crate) fn serve(state: &ConnState, f: &Frame) -> Option<Frame> {
                     let methods: Vec<_> = methods
                         .into_iter()
                         .map(|m| {
-                            serde_json::json!({
+                            let mut d = serde_json::json!({
                                 "name": m.name,
                                 "request_type": m.request_type,
                                 "reply_type": m.reply_type,
                                 "one_way": m.one_way,
                                 "codecs": m.codecs.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                            })
+                            });
+                            // Only streaming methods carry it: "server", "client" or "bidi".
+                            if let (Some(k), Some(o)) = (m.stream, d.as_object_mut()) {
+                                o.insert("stream".into(), k.name().into());
+                            }
+                            d
                         })
                         .collect();
                     serde_json::json!({ "service": service, "methods": methods })
@@ -71,8 +76,16 @@ pub(crate) struct Hello {
     pub(crate) max_frame: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) window: Option<HelloWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stream_window: Option<HelloStreamWindow>,
     #[serde(default)]
     pub(crate) features: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HelloStreamWindow {
+    pub(crate) items: u32,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -83,6 +96,8 @@ pub(crate) struct HelloWindow {
 
 /// The feature that says "I do flow control" (section 17).
 pub(crate) const FLOW: &str = "flow";
+/// The feature that says "I take and open streams" (section 20).
+pub(crate) const STREAM: &str = "stream";
 
 impl Hello {
     /// This peer's Hello, from its options.
@@ -94,8 +109,12 @@ impl Hello {
                 calls: u32::try_from(opts.max_inflight).unwrap_or(u32::MAX),
                 bytes: opts.max_inflight_bytes,
             }),
+            stream_window: Some(HelloStreamWindow {
+                items: opts.stream_window_items,
+                bytes: opts.stream_window_bytes,
+            }),
             features: {
-                let mut f = vec![FLOW.to_string()];
+                let mut f = vec![FLOW.to_string(), STREAM.to_string()];
                 if crate::compression::enabled(opts) {
                     f.push(crate::compression::FEATURE.to_string()); // compression.rs
                 }
@@ -124,6 +143,15 @@ impl Hello {
         let w = self.window?;
         self.features.iter().any(|f| f == FLOW).then_some(Limits {
             calls: w.calls,
+            bytes: w.bytes,
+        })
+    }
+
+    /// The credit the peer grants on each stream, if it takes streams.
+    pub(crate) fn stream_credit(&self) -> Option<Limits> {
+        let w = self.stream_window?;
+        self.features.iter().any(|f| f == STREAM).then_some(Limits {
+            calls: w.items,
             bytes: w.bytes,
         })
     }
@@ -175,7 +203,7 @@ mod tests {
         let h = Hello::ours(&crate::options::RpcOptions::default()).frame(1);
         assert_eq!(
             std::str::from_utf8(&h.body).unwrap(),
-            r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"features":["flow"]}"#
+            r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"stream_window":{"items":256,"bytes":1048576},"features":["flow","stream"]}"#
         );
         let back = Hello::parse(&h.body).unwrap();
         assert_eq!(

@@ -13,6 +13,9 @@ use crate::peer::Peer;
 use crate::router::Router;
 use crate::server::rpc_sessions;
 
+/// Dropping it closes it like the getty-core [`Client`] it wraps: reconnecting stops and every
+/// connection starts closing in the background (pending calls fail). [`RpcClient::close`] does
+/// the same and waits.
 pub struct RpcClient {
     core: Client<Frame>,
     peers: Arc<PeerSet>,
@@ -53,6 +56,7 @@ impl RpcClient {
     where
         F: FnOnce(NewSessionCallback<Frame>) -> getty_core::Result<Client<Frame>>,
     {
+        opts.validate()?;
         let peers = Arc::new(PeerSet::default());
         let core = connect(rpc_sessions(router, opts, peers.clone(), on_peer))?;
         Ok(RpcClient { core, peers })

@@ -6,8 +6,18 @@
 //! the chosen instance (no open connection, or the send failed, so nothing reached it) goes to
 //! another; a call that was sent is never repeated, since the server may have acted on it.
 //! The registry going away changes nothing: the directory keeps the last known instances.
+//!
+//! Connections are keyed by (service, group, version, instance id), since ids are unique only
+//! within one service, group and version; an instance listed again with another address or
+//! transport is reconnected there (the old connection drains). A cluster that requires TLS (see
+//! [`TransportSecurity`]) never dials an instance that advertises a plaintext transport: it
+//! logs and counts the refusal instead ([`Cluster::refused`]).
+//!
+//! Dropping a `Cluster` stops following the directory and closes every connection in the
+//! background; [`Cluster::close`] does the same and waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -40,6 +50,20 @@ pub struct ClusterOptions {
     pub reconnect_interval: Duration,
     /// Instances tried for one call before giving up.
     pub attempts: usize,
+    /// Which transports the cluster may dial. Default [`TransportSecurity::Any`].
+    pub security: TransportSecurity,
+}
+
+/// A consumer's transport policy: what it dials whatever the registry advertises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportSecurity {
+    /// Dial the transport each instance advertises.
+    #[default]
+    Any,
+    /// Dial only `tls` and `wss` instances; plaintext ones are refused (and counted).
+    Tls,
+    /// As `Tls`, and the cluster's TLS config must present a client certificate.
+    MutualTls,
 }
 
 impl Default for ClusterOptions {
@@ -52,6 +76,7 @@ impl Default for ClusterOptions {
             drain_grace: Duration::from_secs(10),
             reconnect_interval: Duration::from_millis(200),
             attempts: 3,
+            security: TransportSecurity::Any,
         }
     }
 }
@@ -62,19 +87,55 @@ struct Inner {
     router: Arc<Router>,
     rpc: Arc<RpcOptions>,
     opts: ClusterOptions,
-    /// One client per instance id.
-    conns: Mutex<HashMap<String, Arc<RpcClient>>>,
+    /// One client per instance.
+    conns: Mutex<HashMap<Key, Conn>>,
+    /// Set by `close`: the follower connects nothing more.
+    closed: AtomicBool,
+    /// Instances refused by the transport policy, each counted once per advertisement.
+    refused: Mutex<HashSet<(Key, Transport, String)>>,
+    refused_count: AtomicU64,
+    /// Bumped whenever the follower changes `conns`, so a waiting call sees new connections.
+    conns_changed: tokio::sync::watch::Sender<()>,
+}
+
+/// What identifies an instance: ids are unique per service, group and version only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    service: String,
+    group: String,
+    version: String,
+    id: String,
+}
+
+impl Key {
+    fn of(i: &ServiceInstance) -> Key {
+        Key {
+            service: i.service.clone(),
+            group: i.group.clone(),
+            version: i.version.clone(),
+            id: i.instance_id.clone(),
+        }
+    }
+}
+
+/// A connection to one instance, and where it was dialled.
+struct Conn {
+    client: Arc<RpcClient>,
+    transport: Transport,
+    /// The dialled address (see `dial_target`).
+    target: String,
 }
 
 /// The consumers' side of one service: see the module docs.
 pub struct Cluster {
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.task.abort();
+        // The connections close as `inner` (their only owner besides draining tasks) drops.
+        self.stop_following();
     }
 }
 
@@ -98,10 +159,29 @@ impl Cluster {
             rpc: Arc::new(opts.rpc.clone()),
             opts,
             conns: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            refused: Mutex::new(HashSet::new()),
+            refused_count: AtomicU64::new(0),
+            conns_changed: tokio::sync::watch::Sender::new(()),
         });
         let rx = inner.dir.subscribe();
         let task = tokio::spawn(follow(Arc::downgrade(&inner), rx));
-        Cluster { inner, task }
+        Cluster {
+            inner,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// How many instance advertisements the transport policy refused so far.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused_count.load(Ordering::Relaxed)
+    }
+
+    fn stop_following(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(t) = lock(&self.task).take() {
+            t.abort();
+        }
     }
 
     /// The instances the registry currently lists (the last known ones during an outage).
@@ -116,7 +196,11 @@ impl Cluster {
             .dir
             .instances()
             .iter()
-            .filter(|i| conns.get(&i.instance_id).is_some_and(|c| c.is_connected()))
+            .filter(|i| {
+                conns
+                    .get(&Key::of(i))
+                    .is_some_and(|c| c.client.is_connected())
+            })
             .cloned()
             .collect()
     }
@@ -145,7 +229,8 @@ impl Cluster {
             .collect();
         let chosen = self.inner.lb.pick(&live, key)?.clone();
         let peer = lock(&self.inner.conns)
-            .get(&chosen.instance_id)?
+            .get(&Key::of(&chosen))?
+            .client
             .peer()
             .ok()?;
         Some((chosen, peer))
@@ -169,14 +254,19 @@ impl Cluster {
             "no instance of the service is connected",
         );
         while tried.len() < self.inner.opts.attempts.max(1) {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(RpcError::closed("the cluster is closed"));
+            }
             let Some((inst, peer)) = self.pick(key, &tried) else {
-                // Nothing connected yet (start-up, or every instance just dropped): wait a bit.
-                if tokio::time::Instant::now() >= deadline
-                    || (!tried.is_empty() && self.connected().is_empty())
-                {
+                // Every connected instance was tried: fail now with the last error.
+                if !tried.is_empty() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Nothing connected yet (start-up, or every instance just dropped): wait for a
+                // connection to come up, until the deadline.
+                if !self.connection_change(deadline).await {
+                    break;
+                }
                 continue;
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -222,16 +312,89 @@ impl Cluster {
         <B as BodyCodec<Resp>>::decode_shared(codec, &reply)
     }
 
-    /// Closes every connection.
+    /// Waits until some instance's connection state or the instance list changes, or until
+    /// `deadline` (then false).
+    async fn connection_change(&self, deadline: tokio::time::Instant) -> bool {
+        // Subscribed before the clients are listed: a client added after is a change.
+        let mut conns_changed = self.inner.conns_changed.subscribe();
+        let clients: Vec<Arc<RpcClient>> = lock(&self.inner.conns)
+            .values()
+            .map(|c| c.client.clone())
+            .collect();
+        let mut waits: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                Box::pin(async move {
+                    c.core().state_changed().await;
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>
+            })
+            .collect();
+        waits.push(Box::pin(async move {
+            let _ = conns_changed.changed().await;
+        }));
+        let mut any = futures_util::future::select_all(waits);
+        // The first poll subscribes every wait; a connection that came up before it is seen
+        // by the check after it, one that comes up later wakes a wait.
+        let early = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut any).poll(cx).is_ready())
+        })
+        .await;
+        if early || !self.connected().is_empty() {
+            return true;
+        }
+        tokio::select! {
+            _ = any => true,
+            _ = tokio::time::sleep_until(deadline) => false,
+        }
+    }
+
+    /// Stops following the directory and closes every connection (pending calls fail).
     pub async fn close(&self) {
-        let all: Vec<_> = lock(&self.inner.conns).drain().map(|(_, c)| c).collect();
+        self.stop_following();
+        let all: Vec<_> = lock(&self.inner.conns)
+            .drain()
+            .map(|(_, c)| c.client)
+            .collect();
         for c in all {
             c.close().await;
         }
     }
 }
 
-/// Keeps one client per listed instance: connects new ones, drains removed ones.
+/// Whether the policy lets the cluster dial `inst`; the reason when it does not.
+fn refusal(opts: &ClusterOptions, inst: &ServiceInstance) -> Option<String> {
+    if opts.security == TransportSecurity::Any {
+        return None;
+    }
+    let secure = match inst.transport {
+        Transport::Tls => true,
+        // A `wss` instance whose address is a URL must be a `wss://` one.
+        Transport::Wss => !inst.address.contains("://") || inst.address.starts_with("wss://"),
+        Transport::Tcp | Transport::Ws => false,
+    };
+    if !secure {
+        return Some(format!(
+            "the cluster requires TLS but the instance advertises {:?} at {}",
+            inst.transport, inst.address
+        ));
+    }
+    if opts.security == TransportSecurity::MutualTls
+        && !opts
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.rustls_config().client_auth_cert_resolver.has_certs())
+    {
+        return Some(
+            "the cluster requires mutual TLS but its TLS config has no client certificate"
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// Keeps one client per listed instance: connects new ones, reconnects moved ones, drains
+/// removed ones.
 async fn follow(
     inner: Weak<Inner>,
     mut rx: tokio::sync::watch::Receiver<Arc<Vec<ServiceInstance>>>,
@@ -239,23 +402,50 @@ async fn follow(
     loop {
         let list = rx.borrow_and_update().clone();
         let Some(me) = inner.upgrade() else { return };
+        if me.closed.load(Ordering::Acquire) {
+            return;
+        }
         let mut removed = Vec::new();
+        // Forget refusals of instances no longer listed (one listed again is counted again).
+        lock(&me.refused).retain(|(key, transport, address)| {
+            list.iter()
+                .any(|i| Key::of(i) == *key && i.transport == *transport && i.address == *address)
+        });
         {
             let mut conns = lock(&me.conns);
-            conns.retain(|id, c| {
-                let keep = list.iter().any(|i| &i.instance_id == id);
+            conns.retain(|key, c| {
+                // Kept only if listed at the same place; a moved instance is dialled anew below.
+                let keep = list.iter().any(|i| {
+                    Key::of(i) == *key && dial_target(i) == c.target && i.transport == c.transport
+                });
                 if !keep {
-                    removed.push(c.clone());
+                    removed.push(c.client.clone());
                 }
                 keep
             });
             for inst in list.iter() {
-                if conns.contains_key(&inst.instance_id) {
+                let key = Key::of(inst);
+                if conns.contains_key(&key) {
+                    continue;
+                }
+                if let Some(reason) = refusal(&me.opts, inst) {
+                    let seen = (key, inst.transport, inst.address.clone());
+                    if lock(&me.refused).insert(seen) {
+                        me.refused_count.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(instance = %inst.instance_id, address = %inst.address, %reason, "instance refused");
+                    }
                     continue;
                 }
                 match connect(&me, inst) {
                     Ok(c) => {
-                        conns.insert(inst.instance_id.clone(), Arc::new(c));
+                        conns.insert(
+                            key,
+                            Conn {
+                                client: Arc::new(c),
+                                transport: inst.transport,
+                                target: dial_target(inst),
+                            },
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(instance = %inst.instance_id, address = %inst.address, error = %e, "cannot connect")
@@ -263,6 +453,7 @@ async fn follow(
                 }
             }
         }
+        me.conns_changed.send_replace(());
         for c in removed {
             tokio::spawn(drain(c, me.opts.drain_grace));
         }
@@ -287,8 +478,9 @@ async fn drain(c: Arc<RpcClient>, grace: Duration) {
     c.close().await;
 }
 
-fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> {
-    let addr = match inst.transport {
+/// What the cluster dials for `inst`: its address, as a URL for WebSocket instances.
+fn dial_target(inst: &ServiceInstance) -> String {
+    match inst.transport {
         Transport::Ws | Transport::Wss if !inst.address.contains("://") => {
             let scheme = if inst.transport == Transport::Ws {
                 "ws"
@@ -299,7 +491,11 @@ fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> 
             format!("{scheme}://{}{path}", inst.address)
         }
         _ => inst.address.clone(),
-    };
+    }
+}
+
+fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> {
+    let addr = dial_target(inst);
     let o = &me.opts;
     let tls = || {
         o.tls.clone().ok_or(getty_core::Error::InvalidOption {

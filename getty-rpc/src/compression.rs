@@ -3,7 +3,7 @@
 //! A peer that can read compressed bodies says so with the Hello feature `"zstd"`
 //! (`PROTOCOL.md` section 16); only then does the other side compress, so an older peer never
 //! gets a body it cannot read. A compressed body is one zstd frame and its frame header has
-//! flag bit 0 set (section 3); Requests, OneWays and Responses may be compressed, each on its
+//! flag bit 1 (`0x02`) set (section 3); Requests, OneWays and Responses may be compressed, each on its
 //! own (bodies of at least `RpcOptions::compress_above` bytes). Calls sent before the peer's
 //! Hello has arrived go uncompressed.
 //!
@@ -17,8 +17,8 @@ use crate::error::RpcError;
 use crate::frame::Frame;
 use crate::peer::ConnState;
 
-/// Frame flag bit 0: the body is one zstd frame.
-pub const FLAG_ZSTD: u8 = 0x01;
+/// Frame flag bit 1: the body is one zstd frame.
+pub const FLAG_ZSTD: u8 = 0x02;
 
 /// The Hello feature of a peer that reads zstd bodies.
 pub(crate) const FEATURE: &str = "zstd";

@@ -24,6 +24,7 @@ use crate::machine::{Admitted, Answer, Refused, Tick};
 use crate::peer::{ConnState, Peer, send_owed, settle};
 use crate::router::{Route, route_error};
 use crate::status::Status;
+use crate::stream;
 
 /// The peers of one endpoint, by session id, and the handler tasks of all its connections.
 #[derive(Default)]
@@ -79,13 +80,16 @@ impl RpcConnection {
         let hello = builtin::is_hello(f)
             .then(|| builtin::Hello::parse(&f.body).ok())
             .flatten();
-        let flow = hello.as_ref().and_then(|h| h.flow_window());
+        let flow = hello.as_ref().and_then(builtin::Hello::flow_window);
+        let streams = hello.as_ref().and_then(builtin::Hello::stream_credit);
         // Compression hook: the peer reads zstd bodies (compression.rs).
-        let zstd =
-            hello.is_some_and(|h| h.features.iter().any(|x| x == crate::compression::FEATURE));
+        let zstd = hello
+            .as_ref()
+            .is_some_and(|h| h.features.iter().any(|x| x == crate::compression::FEATURE));
         self.state.peer_zstd.store(zstd, Ordering::Release);
         let mut m = self.state.machine();
-        m.on_first_frame(flow);
+        m.on_first_frame(flow, streams);
+        self.state.peer_known_now.notify_waiters();
         self.state.peer_known.store(true, Ordering::Release);
         settle(&mut m, &self.state, s);
     }
@@ -109,6 +113,10 @@ impl RpcConnection {
         let refused = match inflated.or_else(|| route_error(&route, &f.service, &f.method)) {
             Some(e) => Some(e),
             None => match &route {
+                Route::Stream(..) => Some(RpcError::new(
+                    Status::UnknownMethod,
+                    format!("{}.{} is a streaming method", f.service, f.method),
+                )),
                 Route::Found(_, info) if info.one_way == two_way => Some(RpcError::new(
                     Status::UnknownMethod,
                     format!(
@@ -141,7 +149,7 @@ impl RpcConnection {
             settle(&mut m, &self.state, s);
             a
         };
-        let mut admitted = match admitted {
+        let admitted = match admitted {
             Ok(a) => a,
             Err(Refused::Overloaded) => return, // answered (or credited) by the machine
             Err(Refused::Closed) => return,
@@ -187,11 +195,26 @@ impl RpcConnection {
                 return;
             }
         }
-        // A handler task. It is known to the machine before it can run (so a Cancel or the
-        // close finds it), and its abort handle is attached after the spawn, with no lock held
-        // across the spawn.
+        self.spawn_handler(s, admitted, deadline, fut, span, move |res| {
+            reply_frame(seq, codec, res)
+        });
+    }
+
+    /// Runs a handler as a task, bounded by the call's deadline. It is known to the machine
+    /// before it can run (so a Cancel or the close finds it), and its abort handle is attached
+    /// after the spawn, with no lock held across the spawn. `answer` makes the frame that ends
+    /// the call (sent unless a Cancel already answered it, or the call is a OneWay).
+    fn spawn_handler<T: Send + 'static>(
+        &self,
+        s: &Session<Frame>,
+        mut admitted: Admitted,
+        deadline: Option<Instant>,
+        fut: impl std::future::Future<Output = Result<T, RpcError>> + Send + 'static,
+        span: tracing::Span,
+        answer: impl FnOnce(Result<T, RpcError>) -> Frame + Send + 'static,
+    ) {
         self.state.machine().track(&mut admitted, None);
-        let hid = admitted.id();
+        let (seq, hid) = (admitted.seq, admitted.id());
         let (state, session) = (self.state.clone(), s.clone());
         let task = async move {
             // Accounting runs on completion and on abort (a Cancel, or the connection closing).
@@ -213,17 +236,122 @@ impl RpcConnection {
             };
             let res = res.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")));
             if serving.finish() {
-                reply(&state, &session, reply_frame(seq, codec, res));
-            } else if let Err(e) = res {
+                reply(&state, &session, answer(res));
+            } else if let Err(e) = &res {
                 tracing::debug!(seq, error = %e, "handler failed");
             }
         }
         .instrument(span);
         let h = self.state.handlers.spawn(task).abort_handle();
-        let stop = self.state.machine().attach(seq, hid, h);
-        if let Some(h) = stop {
+        if let Some(h) = self.state.machine().attach(seq, hid, h) {
             h.abort();
         }
+    }
+}
+
+impl RpcConnection {
+    /// Routes a StreamOpen to its stream handler, which runs as a task with both halves.
+    fn serve_stream(&self, s: &Session<Frame>, f: Frame) {
+        let seq = f.seq;
+        let refuse = |status: Status, msg: String| {
+            reply(&self.state, s, Frame::stream_end(seq, true, status, msg));
+        };
+        let route = self.state.router.route(&f.service, &f.method);
+        if let Some(e) = route_error(&route, &f.service, &f.method) {
+            return refuse(e.status, e.message);
+        }
+        let (handler, info) = match route {
+            Route::Stream(h, info) => (h.clone(), info),
+            _ => {
+                return refuse(
+                    Status::UnknownMethod,
+                    format!("{}.{} is not a streaming method", f.service, f.method),
+                );
+            }
+        };
+        if !info.codecs.contains(&f.codec) {
+            return refuse(
+                Status::UnsupportedCodec,
+                format!(
+                    "codec {} not supported by {}.{}",
+                    f.codec, f.service, f.method
+                ),
+            );
+        }
+        let bytes = frame::encoded_len(&f) as u64;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let admitted = {
+            let mut m = self.state.machine();
+            let a = m.accept_stream(seq, bytes, tx);
+            settle(&mut m, &self.state, s);
+            a
+        };
+        let Ok(admitted) = admitted else {
+            return; // refused (answered by the machine) or closed
+        };
+        let deadline =
+            (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
+        let codec = f.codec;
+        let peer = self.peer(s).with_deadline(deadline);
+        let key = crate::machine::StreamKey { seq, ours: false };
+        let (out, items) = stream::halves(&peer, key, codec, rx, deadline, Duration::MAX);
+        let ctx = Context {
+            peer,
+            service: f.service,
+            method: f.method,
+            seq,
+            codec,
+            deadline,
+            metadata: f.metadata,
+        };
+        let span = tracing::debug_span!("rpc.stream", service = %ctx.service, method = %ctx.method, seq, peer = s.id());
+        let fut = handler.call(ctx, items, out);
+        self.spawn_handler(s, admitted, deadline, fut, span, move |res| match res {
+            Ok(()) => Frame::stream_end(seq, true, Status::Ok, ""),
+            Err(e) => {
+                // The same mapping as a Response: local-only codes are never sent.
+                let e = reply_frame(seq, CodecId::None, Err(e));
+                Frame::stream_end(seq, true, e.status, String::from_utf8_lossy(&e.body))
+            }
+        });
+    }
+
+    /// An item, end or credit on an open stream.
+    fn on_stream_frame(&self, s: &Session<Frame>, f: Frame) {
+        let key = crate::machine::StreamKey::of(&f);
+        let mut m = self.state.machine();
+        match f.kind {
+            Kind::StreamItem => match m.on_stream_item(key, f.body.len() as u64) {
+                Ok(Some(items)) => {
+                    let _ = items.send(stream::Event::Item(f.body));
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    drop(m);
+                    tracing::warn!(peer = s.id(), "{why}; closing");
+                    s.abort_with_reason(why);
+                    return;
+                }
+            },
+            Kind::StreamEnd => {
+                if let Some((items, wake)) = m.on_stream_end(key) {
+                    if let Some(items) = items {
+                        let msg = String::from_utf8_lossy(&f.body).into_owned();
+                        let _ = items.send(stream::Event::End(f.status, msg));
+                    }
+                    drop(wake);
+                }
+            }
+            Kind::Credit => {
+                if let Some((items, bytes)) = f.credit_grant()
+                    && let Some(wake) = m.on_stream_credit(key, items, bytes)
+                {
+                    let _ = wake.send(());
+                }
+            }
+            _ => {}
+        }
+        settle(&mut m, &self.state, s);
     }
 }
 
@@ -273,16 +401,15 @@ impl EventListener<Frame> for RpcConnection {
         Ok(())
     }
 
+    fn on_closing(&self, s: &Session<Frame>) {
+        // Pending calls and streams fail as soon as the close starts, not once the writer has
+        // flushed (which may take the whole wait time).
+        self.fail_everything(s);
+    }
+
     fn on_close(&self, s: &Session<Frame>) {
         self.peers.map().remove(&s.id());
-        let closed = self.state.machine().close();
-        for w in closed.waiters {
-            let _ = w.send(Err(RpcError::closed("connection closed")));
-        }
-        drop(closed.grants); // their callers see the connection closed
-        for h in closed.handles {
-            h.abort();
-        }
+        self.fail_everything(s);
     }
 
     fn on_cron(&self, s: &Session<Frame>) {
@@ -338,6 +465,7 @@ impl EventListener<Frame> for RpcConnection {
                     tracing::debug!(seq = f.seq, "request cancelled by the caller");
                 }
             }
+            Kind::Credit if f.seq != 0 => self.on_stream_frame(s, f),
             Kind::Credit => {
                 if let Some((calls, bytes)) = f.credit_grant() {
                     let mut m = self.state.machine();
@@ -345,6 +473,8 @@ impl EventListener<Frame> for RpcConnection {
                     settle(&mut m, &self.state, s);
                 }
             }
+            Kind::StreamOpen => self.serve_stream(s, f),
+            Kind::StreamItem | Kind::StreamEnd => self.on_stream_frame(s, f),
         }
     }
 }
@@ -372,5 +502,28 @@ impl Serving {
 impl Drop for Serving {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+impl RpcConnection {
+    /// Closes the machine: every waiter, waiting caller and stream fails, every handler stops.
+    fn fail_everything(&self, _s: &Session<Frame>) {
+        let closed = self.state.machine().close();
+        for w in closed.waiters {
+            let _ = w.send(Err(RpcError::closed("connection closed")));
+        }
+        drop(closed.grants); // their callers see the connection closed
+        for h in closed.handles {
+            h.abort();
+        }
+        for (items, wake) in closed.streams {
+            if let Some(items) = items {
+                let _ = items.send(stream::Event::End(
+                    Status::ConnectionClosed,
+                    "connection closed".into(),
+                ));
+            }
+            drop(wake);
+        }
     }
 }

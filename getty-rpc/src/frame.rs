@@ -66,6 +66,14 @@ pub enum Kind {
     /// Returns window to the other peer (flow control, `PROTOCOL.md` section 17); sent only
     /// to a peer that announced flow control in its Hello.
     Credit = 7,
+    /// Opens a stream (`PROTOCOL.md` section 20): a call whose items flow both ways until
+    /// each side ends its half. Sent only to a peer that announced streams in its Hello.
+    StreamOpen = 8,
+    /// One item of a stream.
+    StreamItem = 9,
+    /// The end of one side of a stream: status 0 ends that half; from the stream's acceptor it
+    /// ends the whole stream, with the call's outcome.
+    StreamEnd = 10,
 }
 
 impl Kind {
@@ -79,6 +87,9 @@ impl Kind {
             5 => Kind::Pong,
             6 => Kind::Cancel,
             7 => Kind::Credit,
+            8 => Kind::StreamOpen,
+            9 => Kind::StreamItem,
+            10 => Kind::StreamEnd,
             _ => return None,
         })
     }
@@ -93,6 +104,11 @@ impl Kind {
         matches!(self, Kind::Request | Kind::OneWay)
     }
 
+    /// True for the kinds about an open stream, whose `flags` carry [`FROM_ACCEPTOR`].
+    pub const fn is_stream_frame(self) -> bool {
+        matches!(self, Kind::StreamItem | Kind::StreamEnd | Kind::Credit)
+    }
+
     /// The name used in `PROTOCOL.md`, e.g. `OneWay`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -103,6 +119,9 @@ impl Kind {
             Kind::Pong => "Pong",
             Kind::Cancel => "Cancel",
             Kind::Credit => "Credit",
+            Kind::StreamOpen => "StreamOpen",
+            Kind::StreamItem => "StreamItem",
+            Kind::StreamEnd => "StreamEnd",
         }
     }
 }
@@ -200,7 +219,7 @@ pub enum FrameError {
     BadMagic([u8; 2]),
     #[error("unsupported protocol version {0} (this peer speaks version 1)")]
     BadVersion(u8),
-    #[error("unknown frame kind {0} (known kinds are 1..=7)")]
+    #[error("unknown frame kind {0} (known kinds are 1..=10)")]
     UnknownKind(u8),
     #[error("meta section of {0} bytes exceeds the limit of 65535")]
     MetaTooLong(usize),
@@ -337,6 +356,68 @@ impl Frame {
         }
     }
 
+    /// Grants `items` more items and `bytes` more bytes on stream `seq` (a Credit with the
+    /// stream's id; `from_acceptor` when the sender accepted the stream).
+    pub fn stream_credit(seq: u64, from_acceptor: bool, items: u32, bytes: u64) -> Frame {
+        Frame {
+            flags: if from_acceptor { FROM_ACCEPTOR } else { 0 },
+            ..Frame::credit(seq, items, bytes)
+        }
+    }
+
+    /// Opens stream `seq` (a new id from the sender's counter) to `service`/`method`; its items
+    /// are encoded with `codec`.
+    pub fn stream_open(
+        seq: u64,
+        codec: CodecId,
+        service: impl Into<String>,
+        method: impl Into<String>,
+    ) -> Frame {
+        Frame {
+            kind: Kind::StreamOpen,
+            codec,
+            service: service.into(),
+            method: method.into(),
+            ..Frame::bare(Kind::StreamOpen, seq)
+        }
+    }
+
+    /// One item on stream `seq`; `from_acceptor` when the sender accepted the stream.
+    pub fn stream_item(
+        seq: u64,
+        from_acceptor: bool,
+        codec: CodecId,
+        body: impl Into<Bytes>,
+    ) -> Frame {
+        Frame {
+            codec,
+            flags: if from_acceptor { FROM_ACCEPTOR } else { 0 },
+            body: body.into(),
+            ..Frame::bare(Kind::StreamItem, seq)
+        }
+    }
+
+    /// Ends the sender's half of stream `seq` (status `Ok`), or (from the acceptor) the whole
+    /// stream with `status` and `message`.
+    pub fn stream_end(
+        seq: u64,
+        from_acceptor: bool,
+        status: Status,
+        message: impl Into<String>,
+    ) -> Frame {
+        Frame {
+            flags: if from_acceptor { FROM_ACCEPTOR } else { 0 },
+            status,
+            body: Bytes::from(message.into()),
+            ..Frame::bare(Kind::StreamEnd, seq)
+        }
+    }
+
+    /// Whether the sender of this stream frame is the stream's acceptor.
+    pub fn from_acceptor(&self) -> bool {
+        self.flags & FROM_ACCEPTOR != 0
+    }
+
     /// The (calls, bytes) a Credit frame returns; `None` for any other frame or a bad body.
     pub fn credit_grant(&self) -> Option<(u32, u64)> {
         let b = self.body.as_ref();
@@ -381,6 +462,11 @@ impl Frame {
 
 /// Length of a Credit frame's body: `calls` (`u32`) then `bytes` (`u64`).
 pub const CREDIT_LEN: usize = 12;
+
+/// `flags` bit of StreamItem, StreamEnd and a stream's Credit: set when the sender is the
+/// stream's acceptor, i.e. the stream is one the receiver opened (the two peers' stream ids
+/// come from different counters and may be equal).
+pub const FROM_ACCEPTOR: u8 = 0x01;
 
 /// The fixed 28-byte header, as validated by [`peek_header`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -919,7 +1005,7 @@ mod tests {
         assert_eq!(dec(b"G").unwrap(), Decoded::NeedMore { pkg_len: None });
         assert_eq!(dec(b"GT\x02").unwrap_err(), FrameError::BadVersion(2));
         assert_eq!(dec(b"GT\x01\x00").unwrap_err(), FrameError::UnknownKind(0));
-        assert_eq!(dec(b"GT\x01\x08").unwrap_err(), FrameError::UnknownKind(8));
+        assert_eq!(dec(b"GT\x01\x0b").unwrap_err(), FrameError::UnknownKind(11));
         assert_eq!(
             dec(b"GT\x01\x01").unwrap(),
             Decoded::NeedMore { pkg_len: None }

@@ -23,7 +23,8 @@
 //! - `connection` (internal): drives the machine as a getty-core event listener.
 //! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
 //! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
-//!   instances, balances calls, fails over calls that were never sent, drains removed instances.
+//!   instances, balances calls, fails over calls that were never sent, drains removed instances,
+//!   and can refuse plaintext instances ([`TransportSecurity`]).
 //!   Providers publish with [`RpcServer::publish`] and leave with [`RpcServer::shutdown`].
 //! - [`compression`]: per-call zstd bodies (feature `zstd`), negotiated in the Hello, inflated
 //!   never past the frame limit.
@@ -48,10 +49,11 @@ pub mod peer;
 pub mod router;
 pub mod server;
 pub mod status;
+pub mod stream;
 
 pub use body::{BodyCodec, Json, Prost};
 pub use client::RpcClient;
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, TransportSecurity};
 pub use connection::OnPeer;
 pub use context::Context;
 pub use error::RpcError;
@@ -64,3 +66,4 @@ pub use peer::{CallOptions, Peer, PeerStats, PendingCall};
 pub use router::{Handler, MethodInfo, Router};
 pub use server::RpcServer;
 pub use status::Status;
+pub use stream::{Receiver, Sender, StreamHandler, StreamKind, StreamReceiver, StreamSender};

@@ -19,6 +19,11 @@ pub struct RpcOptions {
     /// This end's window, in bytes: the frames of the peer's calls in progress at once.
     /// Bounds the memory a peer's requests can take; at least `max_frame` is sensible.
     pub max_inflight_bytes: u64,
+    /// The credit this end grants the sender of items on each stream, in items: what a slow
+    /// consumer here may make the other side hold back, and at most what it holds itself.
+    pub stream_window_items: u32,
+    /// The same credit in bytes of items.
+    pub stream_window_bytes: u64,
     /// Largest frame accepted or sent (header, meta and body).
     pub max_frame: usize,
     /// A Ping goes out every period (the session's cron period).
@@ -55,6 +60,8 @@ impl Default for RpcOptions {
             default_timeout: Duration::from_secs(10),
             max_inflight: 4096,
             max_inflight_bytes: 2 * DEFAULT_MAX_FRAME as u64,
+            stream_window_items: 256,
+            stream_window_bytes: 1 << 20,
             max_frame: DEFAULT_MAX_FRAME,
             heartbeat_period: Duration::from_secs(10),
             heartbeat_misses: 3,
@@ -110,6 +117,37 @@ impl RpcOptions {
             // us owe at most a window of answers, plus its pings' Pongs and our own Cancels.
             max_owed: 2 * calls as usize + 1024,
             heartbeat_misses: self.heartbeat_misses,
+            stream_credit: crate::machine::Limits {
+                calls: self.stream_window_items.max(1),
+                bytes: self.stream_window_bytes.max(1),
+            },
         }
+    }
+}
+
+impl RpcOptions {
+    /// Refuses options that cannot work or whose arithmetic overflows: a zero heartbeat period,
+    /// a silence limit (`heartbeat_period × heartbeat_misses`) or call timeout beyond
+    /// getty-core's longest duration, and bad session options.
+    /// `RpcServer` and `RpcClient` call it before they start.
+    pub fn validate(&self) -> getty_core::Result<()> {
+        use getty_core::options::check_duration;
+        let zero = |name| getty_core::Error::InvalidOption {
+            name,
+            reason: "must be above zero".to_string(),
+        };
+        if self.heartbeat_period.is_zero() {
+            return Err(zero("heartbeat_period"));
+        }
+        if self.heartbeat_misses == 0 {
+            return Err(zero("heartbeat_misses"));
+        }
+        let silence = self
+            .heartbeat_period
+            .checked_mul(self.heartbeat_misses)
+            .unwrap_or(Duration::MAX);
+        check_duration("heartbeat_period × heartbeat_misses", silence)?;
+        check_duration("default_timeout", self.default_timeout)?;
+        self.session_options().validate()
     }
 }

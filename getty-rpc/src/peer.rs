@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::body::{BodyCodec, Json, Prost};
 use crate::error::RpcError;
 use crate::frame::{self, CodecId, Frame, Kind};
-use crate::machine::{Io, Machine, Start};
+use crate::machine::{Await, Io, Machine, Start};
 use crate::options::RpcOptions;
 use crate::router::Router;
 use crate::status::Status;
@@ -42,6 +42,8 @@ impl Io for RtIo {
     fn gave_up(grant: &oneshot::Sender<u64>) -> bool {
         grant.is_closed()
     }
+    type Items = tokio::sync::mpsc::UnboundedSender<crate::stream::Event>;
+    type Wake = oneshot::Sender<()>;
 }
 
 /// State of one connection shared by its `Peer` handles and its listener: the protocol
@@ -52,6 +54,8 @@ pub(crate) struct ConnState {
     pub(crate) machine: Mutex<Machine<RtIo>>,
     /// Mirrors `Machine::peer_known`, so the per-frame check takes no lock.
     pub(crate) peer_known: AtomicBool,
+    /// Woken once the peer's first frame arrived (stream openers wait for it).
+    pub(crate) peer_known_now: tokio::sync::Notify,
     /// Where handler tasks run: the endpoint waits for them on close.
     pub(crate) handlers: TaskTracker,
     /// The instance id the other end announced with `getty.Peer/Hello`.
@@ -75,6 +79,7 @@ impl ConnState {
             opts,
             peer_known: AtomicBool::new(false),
             peer_zstd: AtomicBool::new(false),
+            peer_known_now: tokio::sync::Notify::new(),
             handlers,
             remote_instance: Mutex::new(None),
         }
@@ -199,6 +204,8 @@ pub struct PeerStats {
     pub refused: u64,
     /// Whether the other end announced flow control (a getty peer of this version).
     pub peer_flow_control: bool,
+    /// Streams open on the connection, both directions.
+    pub streams: usize,
 }
 
 /// A handle to the other end of one connection. Cheap to clone; works from any task.
@@ -321,6 +328,7 @@ impl Peer {
             late_replies: c.late_replies,
             refused: c.refused,
             peer_flow_control: m.peer_flow(),
+            streams: m.stream_count(),
         }
     }
 
@@ -338,10 +346,10 @@ impl Peer {
 
     /// Takes window for a call of `frame`'s size (waiting for it until `deadline`), then queues
     /// the frame with its seq and budget. Returns the seq.
-    async fn send_call(
+    pub(crate) async fn send_call(
         &self,
         mut frame: Frame,
-        waiter: Option<oneshot::Sender<Result<Frame, RpcError>>>,
+        what: Await<RtIo>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<u64, RpcError> {
@@ -355,7 +363,7 @@ impl Peer {
         }
         let started = {
             let mut m = self.state.machine();
-            match m.start_call(bytes, waiter) {
+            match m.start_call(bytes, what) {
                 Start::Send(seq) => Ok(seq),
                 Start::Closed(_) => return Err(RpcError::closed("connection closed")),
                 Start::Full(w) => {
@@ -458,7 +466,9 @@ impl Peer {
         let mut frame = Frame::request(0, codec, service, method, body);
         frame.metadata = metadata;
         tracing::trace!(service = %frame.service, method = %frame.method, peer = self.id(), "rpc call");
-        let seq = self.send_call(frame, Some(tx), deadline, timeout).await?;
+        let seq = self
+            .send_call(frame, Await::Reply(tx), deadline, timeout)
+            .await?;
         // From here on, dropping the call removes the waiter and cancels.
         Ok(PendingCall {
             seq,
@@ -608,7 +618,7 @@ impl Peer {
         // A budget travels only if the caller set one (or serves a call that has one).
         frame.timeout_ms = u32::from(has_deadline);
         frame.metadata = metadata;
-        self.send_call(frame, None, deadline, timeout)
+        self.send_call(frame, Await::Nothing, deadline, timeout)
             .await
             .map(|_| ())
     }

@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::RpcError;
 use crate::frame::CodecId;
 use crate::status::Status;
+use crate::stream::{Receiver, Sender, StreamHandler, StreamKind, StreamReceiver, StreamSender};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -44,10 +45,31 @@ pub struct MethodInfo {
     /// One-way methods never answer.
     pub one_way: bool,
     pub codecs: Vec<CodecId>,
+    /// `Some` for a streaming method (opened with StreamOpen, served by a [`StreamHandler`]).
+    pub stream: Option<StreamKind>,
+}
+
+impl MethodInfo {
+    /// A two-way unary method.
+    pub fn unary(name: &str, request_type: &str, reply_type: &str, codecs: &[CodecId]) -> Self {
+        MethodInfo {
+            name: name.to_string(),
+            request_type: request_type.to_string(),
+            reply_type: reply_type.to_string(),
+            one_way: false,
+            codecs: codecs.to_vec(),
+            stream: None,
+        }
+    }
+}
+
+enum Target {
+    Unary(Arc<dyn Handler>),
+    Stream(Arc<dyn StreamHandler>),
 }
 
 struct Entry {
-    handler: Arc<dyn Handler>,
+    target: Target,
     info: MethodInfo,
 }
 
@@ -60,6 +82,7 @@ pub struct Router {
 /// What a lookup found.
 pub(crate) enum Route<'a> {
     Found(&'a Arc<dyn Handler>, &'a MethodInfo),
+    Stream(&'a Arc<dyn StreamHandler>, &'a MethodInfo),
     UnknownService,
     UnknownMethod,
 }
@@ -71,17 +94,117 @@ impl Router {
 
     /// Registers a raw handler. A second registration of the same method replaces the first.
     pub fn add_raw(&mut self, service: &str, info: MethodInfo, handler: impl Handler) -> &mut Self {
+        self.insert(service, info, Target::Unary(Arc::new(handler)))
+    }
+
+    fn insert(&mut self, service: &str, info: MethodInfo, target: Target) -> &mut Self {
         self.services
             .entry(service.to_string())
             .or_default()
-            .insert(
-                info.name.clone(),
-                Entry {
-                    handler: Arc::new(handler),
-                    info,
-                },
-            );
+            .insert(info.name.clone(), Entry { target, info });
         self
+    }
+
+    /// Registers a raw stream handler; `info.stream` says its kind (bidirectional if unset).
+    pub fn add_stream_raw(
+        &mut self,
+        service: &str,
+        mut info: MethodInfo,
+        handler: impl StreamHandler,
+    ) -> &mut Self {
+        info.one_way = false;
+        info.stream.get_or_insert(StreamKind::Bidi);
+        self.insert(service, info, Target::Stream(Arc::new(handler)))
+    }
+
+    /// Registers a typed server-streaming method: one `Req`, then items of `Item` sent with
+    /// the handler's [`Sender`]; the handler's outcome ends the stream.
+    pub fn add_server_stream<B, Req, Item, F, Fut>(
+        &mut self,
+        service: &str,
+        method: &str,
+        f: F,
+    ) -> &mut Self
+    where
+        B: BodyCodec<Req> + BodyCodec<Item>,
+        Req: Send + 'static,
+        Item: Send + 'static,
+        F: Fn(Context, Req, Sender<B, Item>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    {
+        let info = stream_info::<B, Req, Item>(method, StreamKind::Server);
+        let f = Arc::new(f);
+        self.add_stream_raw(
+            service,
+            info,
+            move |ctx: Context, items: StreamReceiver, out: StreamSender| {
+                let f = f.clone();
+                async move {
+                    use futures_util::StreamExt;
+                    let codec = ctx.codec();
+                    let mut items = Receiver::<B, Req>::new(items, codec);
+                    let req = match items.next().await {
+                        Some(r) => r?,
+                        None => return Err(RpcError::bad_request("the stream carried no request")),
+                    };
+                    f(ctx, req, Sender::new(out, codec)).await
+                }
+            },
+        )
+    }
+
+    /// Registers a typed client-streaming method: items of `Item`, then one `Resp`.
+    pub fn add_client_stream<B, Item, Resp, F, Fut>(
+        &mut self,
+        service: &str,
+        method: &str,
+        f: F,
+    ) -> &mut Self
+    where
+        B: BodyCodec<Item> + BodyCodec<Resp>,
+        Item: Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Context, Receiver<B, Item>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
+        let info = stream_info::<B, Item, Resp>(method, StreamKind::Client);
+        let f = Arc::new(f);
+        self.add_stream_raw(
+            service,
+            info,
+            move |ctx: Context, items: StreamReceiver, out: StreamSender| {
+                let f = f.clone();
+                async move {
+                    let codec = ctx.codec();
+                    let resp = f(ctx, Receiver::new(items, codec)).await?;
+                    Sender::<B, Resp>::new(out, codec).send(&resp).await
+                }
+            },
+        )
+    }
+
+    /// Registers a typed bidirectional method: items of `In` come, items of `Out` go.
+    pub fn add_bidi<B, In, Out, F, Fut>(&mut self, service: &str, method: &str, f: F) -> &mut Self
+    where
+        B: BodyCodec<In> + BodyCodec<Out>,
+        In: Send + 'static,
+        Out: Send + 'static,
+        F: Fn(Context, Receiver<B, In>, Sender<B, Out>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    {
+        let info = stream_info::<B, In, Out>(method, StreamKind::Bidi);
+        let f = Arc::new(f);
+        self.add_stream_raw(
+            service,
+            info,
+            move |ctx: Context, items: StreamReceiver, out: StreamSender| {
+                let f = f.clone();
+                async move {
+                    let codec = ctx.codec();
+                    f(ctx, Receiver::new(items, codec), Sender::new(out, codec)).await
+                }
+            },
+        )
     }
 
     /// Registers a typed two-way method whose messages use body strategy `B`.
@@ -99,6 +222,7 @@ impl Router {
             reply_type: short_type_name::<Resp>(),
             one_way: false,
             codecs: <B as BodyCodec<Req>>::CODECS.to_vec(),
+            stream: None,
         };
         let f = Arc::new(f);
         self.add_raw(service, info, move |ctx: Context, body: Bytes| {
@@ -128,6 +252,7 @@ impl Router {
             reply_type: "()".to_string(),
             one_way: true,
             codecs: B::CODECS.to_vec(),
+            stream: None,
         };
         let f = Arc::new(f);
         self.add_raw(service, info, move |ctx: Context, body: Bytes| {
@@ -169,7 +294,10 @@ impl Router {
             None => Route::UnknownService,
             Some(m) => match m.get(method) {
                 None => Route::UnknownMethod,
-                Some(e) => Route::Found(&e.handler, &e.info),
+                Some(e) => match &e.target {
+                    Target::Unary(h) => Route::Found(h, &e.info),
+                    Target::Stream(h) => Route::Stream(h, &e.info),
+                },
             },
         }
     }
@@ -194,6 +322,17 @@ impl Router {
     }
 }
 
+fn stream_info<B: BodyCodec<Req>, Req, Resp>(method: &str, kind: StreamKind) -> MethodInfo {
+    MethodInfo {
+        name: method.to_string(),
+        request_type: short_type_name::<Req>(),
+        reply_type: short_type_name::<Resp>(),
+        one_way: false,
+        codecs: B::CODECS.to_vec(),
+        stream: Some(kind),
+    }
+}
+
 /// The last path segment of a type name: `my_crate::api::Hello` → `Hello`.
 fn short_type_name<T>() -> String {
     let full = std::any::type_name::<T>();
@@ -204,7 +343,7 @@ fn short_type_name<T>() -> String {
 /// Maps a lookup miss to the error a caller sees.
 pub(crate) fn route_error(route: &Route<'_>, service: &str, method: &str) -> Option<RpcError> {
     match route {
-        Route::Found(..) => None,
+        Route::Found(..) | Route::Stream(..) => None,
         Route::UnknownService => Some(RpcError::new(
             Status::UnknownService,
             format!("unknown service {service:?}"),

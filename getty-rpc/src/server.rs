@@ -43,6 +43,9 @@ pub(crate) fn rpc_sessions(
 }
 
 /// An RPC server: serves its router to every connection and can call each connected peer.
+/// Dropping it closes it like the getty-core [`Server`] it wraps (accepting stops, every
+/// connection starts closing); [`RpcServer::shutdown`] and [`RpcServer::close`] are the awaited
+/// forms.
 pub struct RpcServer {
     core: Server<Frame>,
     peers: Arc<PeerSet>,
@@ -76,6 +79,7 @@ impl RpcServer {
         F: FnOnce(NewSessionCallback<Frame>) -> Fut,
         Fut: Future<Output = getty_core::Result<Server<Frame>>>,
     {
+        opts.validate()?;
         let peers = Arc::new(PeerSet::default());
         let cb = rpc_sessions(Arc::new(router), Arc::new(opts), peers.clone(), on_peer);
         let core = serve(cb).await?;
@@ -137,10 +141,9 @@ impl RpcServer {
     pub async fn shutdown(&self, grace: Duration) {
         let regs =
             std::mem::take(&mut *self.registrations.lock().unwrap_or_else(|e| e.into_inner()));
-        for r in regs {
-            if let Err(e) = r.deregister().await {
-                tracing::warn!(error = %e, "deregistration failed; the registry will expire it");
-            }
+        // All at once: one lease revoke on etcd for any number of instances.
+        if let Err(e) = Registration::deregister_all(regs).await {
+            tracing::warn!(error = %e, "deregistration failed; the registry will expire it");
         }
         // Drained means nothing is being served and nothing arrived for a short quiet spell
         // (a request may still be on the wire from a consumer that has not yet seen the

@@ -59,10 +59,26 @@ fn expected() -> Vec<(&'static str, Frame)> {
                 CodecId::Json,
                 "getty.Peer",
                 "Hello",
-                r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"features":["flow"]}"#,
+                r#"{"max_frame":16777216,"window":{"calls":4096,"bytes":33554432},"stream_window":{"items":256,"bytes":1048576},"features":["flow","stream"]}"#,
             ),
         ),
         ("credit", Frame::credit(0, 3, 150)),
+        (
+            "stream-open",
+            Frame::stream_open(9, CodecId::Protobuf, "feed.Prices", "Watch")
+                .with_timeout_ms(30_000),
+        ),
+        (
+            "stream-item",
+            Frame::stream_item(
+                9,
+                true,
+                CodecId::Protobuf,
+                &[0x0a, 0x03, b'A', b'C', b'M'][..],
+            ),
+        ),
+        ("stream-end", Frame::stream_end(9, true, Status::Ok, "")),
+        ("stream-credit", Frame::stream_credit(9, false, 128, 640)),
     ]
 }
 

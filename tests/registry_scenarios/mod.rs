@@ -450,11 +450,27 @@ impl Followed {
             tokio::time::sleep(Duration::from_secs(1)).await;
             self.assert_view(&["p1"], &["p1", "o1"]);
         }
+        // The views are kept, but reported as stale: not synced, for most of the outage.
+        for d in [&self.dis, &self.everything] {
+            assert!(!d.is_synced(), "directory reports synced during the outage");
+            let stale = d.stale_for().expect("stale_for during the outage");
+            assert!(
+                stale >= Duration::from_secs(secs / 2),
+                "stale for only {stale:?} of a {secs}s outage"
+            );
+        }
     }
 
     /// Waits up to `timeout` for the Directories to hold exactly `dis` and `all`, then for the
     /// raw watch's replay to hold `all`; the consumer's discovery then agrees.
     pub async fn assert_caught_up(&mut self, dis: &[&str], all: &[&str], timeout: Duration) {
+        for d in [&self.dis, &self.everything] {
+            eventually(timeout, "directory synced again", || async {
+                d.is_synced()
+            })
+            .await;
+            assert_eq!(d.stale_for(), None);
+        }
         assert!(
             self.dis.wait_for(timeout, |l| same_ids(l, dis)).await,
             "directory caught up with {dis:?}: {:?}",

@@ -217,6 +217,7 @@ pub fn service(prefix: &'static str) -> Router {
             reply_type: "usize".into(),
             one_way: false,
             codecs: vec![getty::rpc::CodecId::Json],
+            stream: None,
         },
         |_ctx: Context, body: Bytes| async move { Ok(Bytes::from(body.len().to_string())) },
     );

@@ -13,6 +13,7 @@
 //! and by the frames we owe it ([`Config::max_owed`]); a caller waits only for the peer's
 //! window, and that wait is bounded by its deadline.
 
+mod streams;
 mod window;
 
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+pub(crate) use streams::{SendCredit, Stream, StreamKey};
 pub use window::Limits;
 pub(crate) use window::Window;
 
@@ -29,11 +31,9 @@ use crate::peer::FastMap;
 use crate::status::Status;
 
 /// The window a peer assumes before the other's first frame tells whether (and how much)
-/// flow control it offers; every peer's window SHOULD be at least this large.
-pub const INITIAL_WINDOW: Limits = Limits {
-    calls: 16,
-    bytes: 1 << 20,
-};
+/// flow control it offers: one call (of any size), so no window can be overshot, and since
+/// both peers send their Hello at once, later callers wait at most about one round trip.
+pub const INITIAL_WINDOW: Limits = Limits { calls: 1, bytes: 1 };
 
 /// The types the driver plugs in: how a caller is completed, woken, and a handler stopped.
 pub(crate) trait Io {
@@ -45,6 +45,20 @@ pub(crate) trait Io {
     type Handle;
     /// Whether the caller behind a grant gave up waiting (so its queue entry can go).
     fn gave_up(grant: &Self::Grant) -> bool;
+    /// Where a stream's received items go (the local receiving half).
+    type Items;
+    /// Wakes a stream sender that waits for credit.
+    type Wake;
+}
+
+/// What a call that takes window waits for once sent.
+pub(crate) enum Await<T: Io> {
+    /// A two-way call's answer.
+    Reply(T::Waiter),
+    /// Nothing: a OneWay.
+    Nothing,
+    /// A stream of ours: its items go here.
+    Stream(T::Items),
 }
 
 /// What one connection's machine is configured with.
@@ -57,6 +71,9 @@ pub(crate) struct Config {
     pub(crate) max_owed: usize,
     /// Heartbeat periods of silence before the connection is closed.
     pub(crate) heartbeat_misses: u32,
+    /// The credit we grant the sender of items on every stream, at its start and again as our
+    /// side consumes them.
+    pub(crate) stream_credit: Limits,
 }
 
 /// A call of ours waiting for its Response (or a ping for its Pong).
@@ -72,8 +89,7 @@ struct Pending<W> {
 /// A caller waiting for the peer's window.
 struct Waiting<T: Io> {
     bytes: u64,
-    /// `Some` for a two-way call.
-    waiter: Option<T::Waiter>,
+    what: Await<T>,
     grant: T::Grant,
 }
 
@@ -81,6 +97,8 @@ struct Waiting<T: Io> {
 struct Running<H> {
     id: u64,
     two_way: bool,
+    /// A stream we accepted (its end is a StreamEnd, not a Response).
+    stream: bool,
     bytes: u64,
     /// `None` until attached.
     handle: Option<H>,
@@ -93,6 +111,7 @@ pub(crate) struct Admitted {
     pub(crate) seq: u64,
     id: u64,
     pub(crate) two_way: bool,
+    stream: bool,
     bytes: u64,
     tracked: bool,
 }
@@ -107,13 +126,13 @@ pub(crate) enum Refused {
 }
 
 /// The outcome of a local call that wants to go out.
-pub(crate) enum Start<W> {
+pub(crate) enum Start<T: Io> {
     /// Send it now with this seq.
     Send(u64),
-    /// No window: call [`Machine::wait`] with the waiter back.
-    Full(Option<W>),
+    /// No window: call [`Machine::wait`] with what it awaits back.
+    Full(Await<T>),
     /// The connection is closed.
-    Closed(Option<W>),
+    Closed(Await<T>),
 }
 
 /// What a received Response or Pong meant.
@@ -140,6 +159,8 @@ pub(crate) struct Closed<T: Io> {
     pub(crate) waiters: Vec<T::Waiter>,
     pub(crate) grants: Vec<T::Grant>,
     pub(crate) handles: Vec<T::Handle>,
+    /// Every open stream's receiving half and blocked sender: fail them.
+    pub(crate) streams: Vec<streams::Ended<T>>,
 }
 
 /// Counters for `PeerStats`.
@@ -157,6 +178,10 @@ pub(crate) struct Machine<T: Io> {
     /// The peer announced flow control: it answers every Request and credits every OneWay,
     /// and it reads Credit frames.
     peer_flow: bool,
+    /// The credit the peer grants on each stream, if it announced streams.
+    peer_stream_credit: Option<Limits>,
+    /// Open streams, both ours and the peer's.
+    streams: FastMap<StreamKey, Stream<T>>,
     /// The peer's first frame arrived (a Hello, or anything else from a peer without flow
     /// control); until then our calls keep within [`INITIAL_WINDOW`].
     peer_known: bool,
@@ -201,6 +226,8 @@ impl<T: Io> Machine<T> {
             closed: false,
             peer_flow: false,
             peer_known: false,
+            peer_stream_credit: None,
+            streams: FastMap::default(),
             pending: FastMap::default(),
             out: Window::new(Some(INITIAL_WINDOW)),
             waiting: VecDeque::new(),
@@ -216,6 +243,10 @@ impl<T: Io> Machine<T> {
             flushing: false,
             counters: Counters::default(),
         }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// The next id from our counter (Requests, OneWays, Pings and Hello share it).
@@ -255,10 +286,14 @@ impl<T: Io> Machine<T> {
     /// control (our calls then stay inside that window), `None` for anything else (a peer
     /// without flow control: nothing limits our calls but its `OVERLOADED` answers).
     /// Waiting callers may fit now: poll [`Machine::poll_grant`].
-    pub(crate) fn on_first_frame(&mut self, flow: Option<Limits>) {
+    pub(crate) fn on_first_frame(&mut self, flow: Option<Limits>, streams: Option<Limits>) {
         if std::mem::replace(&mut self.peer_known, true) {
             return;
         }
+        self.peer_stream_credit = streams.filter(|_| flow.is_some()).map(|c| Limits {
+            calls: c.calls.max(1),
+            bytes: c.bytes.max(1),
+        });
         match flow {
             Some(w) => {
                 self.peer_flow = true;
@@ -267,7 +302,18 @@ impl<T: Io> Machine<T> {
                     bytes: w.bytes.max(1),
                 });
             }
-            None => self.out.limit = None,
+            None => {
+                self.out.limit = None;
+                // A peer without flow control need not answer calls we gave up on.
+                let out = &mut self.out;
+                self.pending.retain(|_, p| {
+                    let keep = p.waiter.is_some() || !p.request;
+                    if !keep {
+                        out.give_back(1, p.bytes);
+                    }
+                    keep
+                });
+            }
         }
     }
 
@@ -277,41 +323,41 @@ impl<T: Io> Machine<T> {
 
     /// A local call of `bytes` (the whole frame) wants to go out; `waiter` is `Some` for a
     /// two-way call. Callers that wait keep their order: nobody overtakes a waiting caller.
-    pub(crate) fn start_call(&mut self, bytes: u64, waiter: Option<T::Waiter>) -> Start<T::Waiter> {
+    pub(crate) fn start_call(&mut self, bytes: u64, what: Await<T>) -> Start<T> {
         if self.closed {
-            return Start::Closed(waiter);
+            return Start::Closed(what);
         }
         if !self.waiting.is_empty() || !self.out.fits(bytes) {
-            return Start::Full(waiter);
+            return Start::Full(what);
         }
-        Start::Send(self.take_out(bytes, waiter))
+        Start::Send(self.take_out(bytes, what))
     }
 
     /// Queues a caller that got [`Start::Full`]; it is woken through `grant` with its seq.
-    pub(crate) fn wait(&mut self, bytes: u64, waiter: Option<T::Waiter>, grant: T::Grant) {
+    pub(crate) fn wait(&mut self, bytes: u64, what: Await<T>, grant: T::Grant) {
         if self.waiting.len() >= self.sweep_at {
             self.waiting.retain(|w| !T::gave_up(&w.grant));
             self.sweep_at = (2 * self.waiting.len()).max(64);
         }
-        self.waiting.push_back(Waiting {
-            bytes,
-            waiter,
-            grant,
-        });
+        self.waiting.push_back(Waiting { bytes, what, grant });
     }
 
-    fn take_out(&mut self, bytes: u64, waiter: Option<T::Waiter>) -> u64 {
+    fn take_out(&mut self, bytes: u64, what: Await<T>) -> u64 {
         let seq = self.next_seq();
         self.out.take(bytes);
-        if let Some(w) = waiter {
-            self.pending.insert(
-                seq,
-                Pending {
-                    waiter: Some(w),
-                    bytes,
-                    request: true,
-                },
-            );
+        match what {
+            Await::Reply(w) => {
+                self.pending.insert(
+                    seq,
+                    Pending {
+                        waiter: Some(w),
+                        bytes,
+                        request: true,
+                    },
+                );
+            }
+            Await::Nothing => {}
+            Await::Stream(items) => self.open_ours(seq, bytes, items),
         }
         seq
     }
@@ -331,7 +377,7 @@ impl<T: Io> Machine<T> {
             return None;
         }
         let w = self.waiting.pop_front()?;
-        let seq = self.take_out(w.bytes, w.waiter);
+        let seq = self.take_out(w.bytes, w.what);
         Some((w.grant, seq, w.bytes))
     }
 
@@ -345,6 +391,7 @@ impl<T: Io> Machine<T> {
             Some(p) => p.bytes,
             None => bytes,
         };
+        self.streams.remove(&StreamKey { seq, ours: true });
         self.out.give_back(1, bytes);
     }
 
@@ -379,7 +426,8 @@ impl<T: Io> Machine<T> {
             self.pending.remove(&seq);
             return;
         }
-        if self.peer_flow {
+        // Until the peer is known it may be a flow-control peer, which will still answer.
+        if self.peer_flow || !self.peer_known {
             p.waiter = None;
         } else if let Some(p) = self.pending.remove(&seq) {
             self.out.give_back(1, p.bytes);
@@ -460,6 +508,7 @@ impl<T: Io> Machine<T> {
             seq,
             id: self.next_handler,
             two_way,
+            stream: false,
             bytes,
             tracked: false,
         })
@@ -483,6 +532,7 @@ impl<T: Io> Machine<T> {
         let r = Running {
             id: a.id,
             two_way: a.two_way,
+            stream: a.stream,
             bytes: a.bytes,
             handle,
         };
@@ -544,6 +594,12 @@ impl<T: Io> Machine<T> {
         if a.tracked && !self.untrack(a.seq, a.id) {
             return false; // cancelled: released and answered then
         }
+        if a.stream {
+            self.streams.remove(&StreamKey {
+                seq: a.seq,
+                ours: false,
+            });
+        }
         self.release_in(a.two_way, a.bytes);
         a.two_way
     }
@@ -588,11 +644,21 @@ impl<T: Io> Machine<T> {
             }
         };
         self.release_in(true, r.bytes);
-        self.owe(Frame::error(
-            seq,
-            Status::Cancelled,
-            "cancelled by the caller",
-        ));
+        if r.stream {
+            self.streams.remove(&StreamKey { seq, ours: false });
+            self.owe(Frame::stream_end(
+                seq,
+                true,
+                Status::Cancelled,
+                "cancelled by the opener",
+            ));
+        } else {
+            self.owe(Frame::error(
+                seq,
+                Status::Cancelled,
+                "cancelled by the caller",
+            ));
+        }
         r.handle
     }
 
@@ -674,6 +740,7 @@ impl<T: Io> Machine<T> {
             .chain(self.shadowed.drain(..).map(|(_, r)| r))
             .filter_map(|r| r.handle)
             .collect();
+        let streams = self.streams.drain().map(|(_, s)| s.into_parts()).collect();
         self.transmit.clear();
         self.deferred.clear();
         self.out = Window::new(self.out.limit);
@@ -683,6 +750,7 @@ impl<T: Io> Machine<T> {
             waiters,
             grants,
             handles,
+            streams,
         }
     }
 
@@ -702,15 +770,13 @@ impl<T: Io> Machine<T> {
                 self.inw.bytes, l.bytes
             ));
         }
-        // Before the Hello, callers assume the initial window; a peer offering less may see
-        // that many (and refuse the excess).
-        if let Some(o) = self.out.limit.filter(|o| o.calls >= INITIAL_WINDOW.calls) {
-            if self.out.calls > o.calls {
-                return Err(format!(
-                    "{} calls in the peer's window of {}",
-                    self.out.calls, o.calls
-                ));
-            }
+        if let Some(o) = self.out.limit
+            && self.out.calls > o.calls
+        {
+            return Err(format!(
+                "{} calls in the peer's window of {}",
+                self.out.calls, o.calls
+            ));
         }
         if self.deferred.len() > self.cfg.max_owed + 1 {
             return Err("owed frames beyond the bound".into());

@@ -18,6 +18,24 @@ impl Io for TestIo {
     fn gave_up(_: &u64) -> bool {
         false // the harness returns such a grant with `unsend`, as the driver does
     }
+    type Items = Vec<u64>;
+    type Wake = u64;
+}
+
+fn cfg(window: Limits, max_owed: usize) -> Config {
+    Config {
+        window,
+        max_owed,
+        heartbeat_misses: 3,
+        stream_credit: Limits {
+            calls: 4,
+            bytes: 100,
+        },
+    }
+}
+
+fn reply(id: u64) -> Await<TestIo> {
+    Await::Reply(id)
 }
 
 /// How one call of the test ended, from its caller's side.
@@ -55,11 +73,7 @@ const HELLO: &str = "getty.Peer";
 impl Side {
     fn new(window: Limits, flow: bool) -> Side {
         Side {
-            m: Machine::new(Config {
-                window,
-                max_owed: 1 << 20,
-                heartbeat_misses: 3,
-            }),
+            m: Machine::new(cfg(window, 1 << 20)),
             flow,
             window,
             calls: HashMap::new(),
@@ -118,7 +132,8 @@ impl Side {
             },
         );
         let len = frame_len(bytes);
-        match self.m.start_call(len, two_way.then_some(id)) {
+        let what = if two_way { reply(id) } else { Await::Nothing };
+        match self.m.start_call(len, what) {
             Start::Send(seq) => self.send_call(id, seq, wire),
             Start::Full(w) => self.m.wait(len, w, id),
             Start::Closed(_) => unreachable!("never closed in these tests"),
@@ -135,7 +150,7 @@ impl Side {
             // What the driver learns from the peer's first frame.
             // A peer without flow control ignores the other's window.
             let flow = (f.service == HELLO && self.flow).then(|| hello_window(&f));
-            self.m.on_first_frame(flow.flatten());
+            self.m.on_first_frame(flow.flatten(), None);
         }
         match f.kind {
             Kind::Request | Kind::OneWay if f.service == HELLO => {}
@@ -186,6 +201,8 @@ impl Side {
             }
             Kind::Ping => self.m.on_ping(f.seq),
             Kind::Pong => {}
+            // Streams are driven by their own tests.
+            Kind::StreamOpen | Kind::StreamItem | Kind::StreamEnd => {}
         }
         self.settle(wire)
     }
@@ -431,23 +448,28 @@ proptest! {
 
 #[test]
 fn a_call_over_the_whole_window_goes_when_the_window_is_empty() {
-    let mut m: Machine<TestIo> = Machine::new(Config {
-        window: Limits {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
             calls: 4,
             bytes: 100,
         },
-        max_owed: 16,
-        heartbeat_misses: 3,
-    });
-    m.on_first_frame(Some(Limits {
-        calls: 4,
-        bytes: 100,
-    }));
-    let Start::Send(s1) = m.start_call(500, Some(1)) else {
+        16,
+    ));
+    m.on_first_frame(
+        Some(Limits {
+            calls: 4,
+            bytes: 100,
+        }),
+        None,
+    );
+    let Start::Send(s1) = m.start_call(500, reply(1)) else {
         panic!("an empty window takes any call")
     };
-    assert!(matches!(m.start_call(10, Some(2)), Start::Full(Some(2))));
-    m.wait(10, Some(2), 2);
+    assert!(matches!(
+        m.start_call(10, reply(2)),
+        Start::Full(Await::Reply(2))
+    ));
+    m.wait(10, reply(2), 2);
     assert!(m.poll_grant().is_none());
     assert!(matches!(m.on_answer(s1, false), Answer::Deliver(1)));
     let (g, _, _) = m.poll_grant().expect("window came back");
@@ -456,39 +478,40 @@ fn a_call_over_the_whole_window_goes_when_the_window_is_empty() {
 
 #[test]
 fn an_abandoned_call_keeps_its_window_until_a_flow_peer_answers() {
-    let mut m: Machine<TestIo> = Machine::new(Config {
-        window: Limits {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
             calls: 1,
             bytes: 1000,
         },
-        max_owed: 16,
-        heartbeat_misses: 3,
-    });
-    m.on_first_frame(Some(Limits {
-        calls: 1,
-        bytes: 1000,
-    }));
-    let Start::Send(s1) = m.start_call(10, Some(1)) else {
+        16,
+    ));
+    m.on_first_frame(
+        Some(Limits {
+            calls: 1,
+            bytes: 1000,
+        }),
+        None,
+    );
+    let Start::Send(s1) = m.start_call(10, reply(1)) else {
         panic!()
     };
     m.abandon(s1);
     assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Cancel));
-    assert!(matches!(m.start_call(10, Some(2)), Start::Full(_)));
+    assert!(matches!(m.start_call(10, reply(2)), Start::Full(_)));
     assert!(matches!(m.on_answer(s1, false), Answer::Late));
     assert_eq!(m.counters().late_replies, 1);
-    assert!(matches!(m.start_call(10, Some(2)), Start::Send(_)));
+    assert!(matches!(m.start_call(10, reply(2)), Start::Send(_)));
 }
 
 #[test]
 fn a_cancel_answers_once_and_the_late_finish_sends_nothing() {
-    let mut m: Machine<TestIo> = Machine::new(Config {
-        window: Limits {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
             calls: 8,
             bytes: 1000,
         },
-        max_owed: 16,
-        heartbeat_misses: 3,
-    });
+        16,
+    ));
     let mut a = m.admit(7, true, 50).expect("fits");
     m.track(&mut a, None);
     assert!(m.attach(7, a.id(), 99).is_none());
@@ -511,14 +534,13 @@ fn a_cancel_answers_once_and_the_late_finish_sends_nothing() {
 
 #[test]
 fn owed_frames_beyond_the_bound_close() {
-    let mut m: Machine<TestIo> = Machine::new(Config {
-        window: Limits {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
             calls: 8,
             bytes: 1000,
         },
-        max_owed: 2,
-        heartbeat_misses: 3,
-    });
+        2,
+    ));
     assert!(m.defer(Frame::pong(1)).is_ok());
     assert!(m.start_flush());
     assert!(!m.start_flush(), "one flusher at a time");
@@ -528,14 +550,13 @@ fn owed_frames_beyond_the_bound_close() {
 
 #[test]
 fn silence_past_the_misses_closes_and_otherwise_pings() {
-    let mut m: Machine<TestIo> = Machine::new(Config {
-        window: Limits {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
             calls: 8,
             bytes: 1000,
         },
-        max_owed: 2,
-        heartbeat_misses: 3,
-    });
+        2,
+    ));
     let p = Duration::from_secs(10);
     assert_eq!(m.on_tick(Duration::from_secs(29), p), Tick::Pinged);
     assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Ping));
@@ -547,22 +568,24 @@ fn silence_past_the_misses_closes_and_otherwise_pings() {
 
 #[test]
 fn close_fails_everything_and_ignores_later_events() {
-    let mut m: Machine<TestIo> = Machine::new(Config {
-        window: Limits {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
             calls: 8,
             bytes: 1000,
         },
-        max_owed: 2,
-        heartbeat_misses: 3,
-    });
-    m.on_first_frame(Some(Limits {
-        calls: 1,
-        bytes: 1000,
-    }));
-    let Start::Send(_) = m.start_call(10, Some(1)) else {
+        2,
+    ));
+    m.on_first_frame(
+        Some(Limits {
+            calls: 1,
+            bytes: 1000,
+        }),
+        None,
+    );
+    let Start::Send(_) = m.start_call(10, reply(1)) else {
         panic!()
     };
-    m.wait(10, Some(2), 2);
+    m.wait(10, reply(2), 2);
     let mut a = m.admit(3, true, 10).expect("fits");
     m.track(&mut a, Some(5));
     let c = m.close();
@@ -570,6 +593,115 @@ fn close_fails_everything_and_ignores_later_events() {
     assert_eq!(c.grants, vec![2]);
     assert_eq!(c.handles, vec![5]);
     assert!(!m.finished(a));
-    assert!(matches!(m.start_call(1, Some(9)), Start::Closed(Some(9))));
+    assert!(matches!(
+        m.start_call(1, reply(9)),
+        Start::Closed(Await::Reply(9))
+    ));
     assert!(m.poll_grant().is_none());
+}
+
+fn stream_machine() -> Machine<TestIo> {
+    let mut m: Machine<TestIo> = Machine::new(cfg(
+        Limits {
+            calls: 8,
+            bytes: 10_000,
+        },
+        16,
+    ));
+    m.on_first_frame(
+        Some(Limits {
+            calls: 8,
+            bytes: 10_000,
+        }),
+        Some(Limits {
+            calls: 2,
+            bytes: 50,
+        }),
+    );
+    m
+}
+
+#[test]
+fn a_stream_sender_keeps_within_the_credit_and_waits_for_more() {
+    let mut m = stream_machine();
+    let Start::Send(seq) = m.start_call(40, Await::Stream(vec![])) else {
+        panic!()
+    };
+    let key = StreamKey { seq, ours: true };
+    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    // The peer's credit of 2 items is used up.
+    assert!(matches!(m.take_send_credit(key, 1), SendCredit::Blocked));
+    m.block_sender(key, 7);
+    assert_eq!(
+        m.on_stream_credit(key, 1, 20),
+        Some(7),
+        "credit wakes the sender"
+    );
+    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    // Half-close: no more items from us.
+    m.end_our_half(key);
+    assert_eq!(
+        m.poll_transmit().map(|f| (f.kind, f.from_acceptor())),
+        Some((Kind::StreamEnd, false))
+    );
+    assert!(matches!(
+        m.take_send_credit(key, 1),
+        SendCredit::Ended(Status::Ok)
+    ));
+    // The acceptor's final end returns the stream's window.
+    assert!(m.on_stream_end(key).is_some());
+    assert_eq!(m.stream_count(), 0);
+    assert_eq!((m.out.calls, m.out.bytes), (0, 0));
+}
+
+#[test]
+fn items_beyond_the_granted_credit_are_a_violation_and_consumption_grants_more() {
+    let mut m = stream_machine();
+    let a = m.accept_stream(3, 40, vec![]).expect("fits");
+    let key = StreamKey {
+        seq: 3,
+        ours: false,
+    };
+    // Our own credit (cfg: 4 items, 100 bytes) bounds what the opener may send.
+    for _ in 0..4 {
+        assert!(m.on_stream_item(key, 25).unwrap().is_some());
+    }
+    assert!(
+        m.on_stream_item(key, 1).is_err(),
+        "a fifth item is over the credit"
+    );
+    // Consuming half of it grants that much again, marked as from the acceptor.
+    m.consumed(key, 25);
+    assert!(m.poll_transmit().is_none());
+    m.consumed(key, 25);
+    let f = m.poll_transmit().expect("a credit");
+    assert_eq!((f.kind, f.seq, f.from_acceptor()), (Kind::Credit, 3, true));
+    assert_eq!(f.credit_grant(), Some((2, 50)));
+    assert!(m.on_stream_item(key, 25).unwrap().is_some());
+    // The handler's end removes the stream and returns our window.
+    assert!(m.finished(a));
+    assert_eq!((m.stream_count(), m.inflight()), (0, 0));
+}
+
+#[test]
+fn a_cancelled_stream_is_answered_with_a_final_end_and_close_fails_the_rest() {
+    let mut m = stream_machine();
+    let mut a = m.accept_stream(5, 40, vec![]).expect("fits");
+    m.track(&mut a, Some(11));
+    assert_eq!(m.on_cancel(5), Some(11));
+    let f = m.poll_transmit().expect("the final end");
+    assert_eq!(
+        (f.kind, f.status, f.from_acceptor()),
+        (Kind::StreamEnd, Status::Cancelled, true)
+    );
+    assert!(!m.finished(a), "answered once");
+    let Start::Send(seq) = m.start_call(40, Await::Stream(vec![1])) else {
+        panic!()
+    };
+    let key = StreamKey { seq, ours: true };
+    assert!(m.cancel_ours(key).is_none());
+    assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Cancel));
+    let c = m.close();
+    assert_eq!(c.streams.len(), 1);
 }

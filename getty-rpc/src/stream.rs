@@ -1,0 +1,509 @@
+//! Streaming calls (`PROTOCOL.md` section 20), in either direction on one connection: a
+//! [`StreamReceiver`] is a `futures::Stream` of items, a [`StreamSender`]'s `send().await` waits
+//! for the receiver's credit, so a slow consumer holds back only its own stream. Typed halves
+//! ([`Receiver`], [`Sender`]) encode items with a body strategy, as unary calls do.
+//!
+//! Ends: dropping or finishing the opener's sender half-closes the stream; dropping the
+//! opener's receiver cancels the stream; the acceptor's handler returning ends the whole stream
+//! with its outcome; the stream's deadline covers all of it; the connection closing fails every
+//! open stream on both ends at once.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskCx, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use getty_core::Session;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::body::BodyCodec;
+use crate::error::RpcError;
+use crate::frame::{CodecId, Frame};
+use crate::machine::{Await, SendCredit, StreamKey};
+use crate::peer::{CallOptions, ConnState, Peer, settle};
+use crate::router::BoxFuture;
+use crate::status::Status;
+
+/// The shape of a streaming method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// One request, many replies.
+    Server,
+    /// Many requests, one reply.
+    Client,
+    /// Many both ways.
+    Bidi,
+}
+
+impl StreamKind {
+    /// The name reflection uses: `server`, `client`, `bidi`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Server => "server",
+            StreamKind::Client => "client",
+            StreamKind::Bidi => "bidi",
+        }
+    }
+}
+
+/// What reaches a receiving half.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Item(Bytes),
+    End(Status, String),
+}
+
+fn closed() -> RpcError {
+    RpcError::closed("connection closed")
+}
+
+/// The receiving half of a stream: raw item bodies in the stream's codec.
+pub struct StreamReceiver {
+    rx: mpsc::UnboundedReceiver<Event>,
+    key: StreamKey,
+    state: Arc<ConnState>,
+    session: Session<Frame>,
+    /// The opener's deadline for the whole stream.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Duration,
+    done: bool,
+}
+
+impl StreamReceiver {
+    /// The stream's id (the opener's seq).
+    pub fn id(&self) -> u64 {
+        self.key.seq
+    }
+
+    fn give_up(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let mut m = self.state.machine();
+        if self.key.ours {
+            if let Some(wake) = m.cancel_ours(self.key) {
+                drop(wake);
+            }
+        } else {
+            m.drop_receiver(self.key);
+        }
+        settle(&mut m, &self.state, &self.session);
+    }
+}
+
+impl Stream for StreamReceiver {
+    type Item = Result<Bytes, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Event::Item(b))) => {
+                let mut m = self.state.machine();
+                m.consumed(self.key, b.len() as u64);
+                settle(&mut m, &self.state, &self.session);
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Event::End(Status::Ok, _))) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Event::End(status, msg))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(RpcError::new(status, msg))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(closed())))
+            }
+            Poll::Pending => {
+                if let Some(sleep) = self.sleep.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    self.give_up();
+                    let t = self.timeout;
+                    return Poll::Ready(Some(Err(RpcError::new(
+                        Status::Timeout,
+                        format!("stream not finished within {t:?}"),
+                    ))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for StreamReceiver {
+    fn drop(&mut self) {
+        // The opener dropping its receiver cancels the stream (the acceptor is told).
+        self.give_up();
+    }
+}
+
+/// The sending half of a stream: raw item bodies in the stream's codec.
+pub struct StreamSender {
+    key: StreamKey,
+    state: Arc<ConnState>,
+    session: Session<Frame>,
+    codec: CodecId,
+    deadline: Option<Instant>,
+    ended: bool,
+}
+
+impl StreamSender {
+    /// The stream's id (the opener's seq).
+    pub fn id(&self) -> u64 {
+        self.key.seq
+    }
+
+    /// Sends one item, waiting while the receiver has granted no credit for it (never past
+    /// the stream's deadline). Fails once the stream is over.
+    pub async fn send(&mut self, item: Bytes) -> Result<(), RpcError> {
+        let bytes = item.len() as u64;
+        loop {
+            let wait = {
+                let mut m = self.state.machine();
+                match m.take_send_credit(self.key, bytes) {
+                    SendCredit::Go => None,
+                    SendCredit::Blocked => {
+                        let (tx, rx) = oneshot::channel();
+                        m.block_sender(self.key, tx);
+                        Some(rx)
+                    }
+                    SendCredit::Ended(status) => {
+                        return Err(ended(status, m.is_closed()));
+                    }
+                }
+            };
+            let Some(rx) = wait else { break };
+            match self.deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d.into(), rx).await.is_err() {
+                        return Err(RpcError::new(
+                            Status::Timeout,
+                            "no credit to send within the stream's deadline",
+                        ));
+                    }
+                }
+                None => {
+                    let _ = rx.await;
+                }
+            }
+        }
+        let f = Frame::stream_item(self.key.seq, !self.key.ours, self.codec, item);
+        let send = self.session.send_pkg(&f);
+        let r = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), send)
+                .await
+                .map_err(|_| RpcError::new(Status::Timeout, "the write queue stayed full"))?,
+            None => send.await,
+        };
+        r.map(|_| ()).map_err(RpcError::from)
+    }
+
+    /// Ends this side's items (the opener's half-close); the acceptor's side ends when its
+    /// handler returns. Also what dropping the sender does.
+    pub fn finish(&mut self) {
+        if std::mem::replace(&mut self.ended, true) || !self.key.ours {
+            return;
+        }
+        let mut m = self.state.machine();
+        m.end_our_half(self.key);
+        settle(&mut m, &self.state, &self.session);
+    }
+}
+
+impl Drop for StreamSender {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn ended(status: Status, conn_closed: bool) -> RpcError {
+    if conn_closed {
+        return closed();
+    }
+    match status {
+        Status::Ok => RpcError::new(Status::Cancelled, "this side of the stream has ended"),
+        s => RpcError::new(s, "the stream has ended"),
+    }
+}
+
+/// Builds the two halves of the stream `key` on `peer`'s connection.
+pub(crate) fn halves(
+    peer: &Peer,
+    key: StreamKey,
+    codec: CodecId,
+    rx: mpsc::UnboundedReceiver<Event>,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> (StreamSender, StreamReceiver) {
+    let sender = StreamSender {
+        key,
+        state: peer.state.clone(),
+        session: peer.session.clone(),
+        codec,
+        deadline,
+        ended: false,
+    };
+    let receiver = StreamReceiver {
+        rx,
+        key,
+        state: peer.state.clone(),
+        session: peer.session.clone(),
+        // Only the opener runs the deadline here; the acceptor's handler task is bounded by it.
+        sleep: deadline
+            .filter(|_| key.ours)
+            .map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+        timeout,
+        done: false,
+    };
+    (sender, receiver)
+}
+
+impl Peer {
+    /// Opens a stream to `service`/`method` on the other end and returns both halves (for any
+    /// kind: a server stream sends one item and finishes, a client stream reads one reply).
+    /// Without `opts.timeout` a stream has no deadline of its own (only a served call's).
+    pub async fn open_stream_raw(
+        &self,
+        service: &str,
+        method: &str,
+        codec: CodecId,
+        opts: CallOptions,
+    ) -> Result<(StreamSender, StreamReceiver), RpcError> {
+        let now = Instant::now();
+        let mut deadline = opts.timeout.map(|t| now + t);
+        if let Some(d) = self.deadline {
+            deadline = Some(deadline.map_or(d, |x| x.min(d)));
+        }
+        let timeout = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+        // Whether the peer takes streams is known from its first frame.
+        let wait_until = deadline.unwrap_or(now + self.state.opts.default_timeout);
+        loop {
+            let known = self.state.peer_known_now.notified();
+            tokio::pin!(known);
+            known.as_mut().enable();
+            match self.state.machine().peer_streams() {
+                Some(true) => break,
+                Some(false) => {
+                    return Err(RpcError::new(
+                        Status::UnknownMethod,
+                        "the other end does not take streams (its Hello announced none)",
+                    ));
+                }
+                None => {}
+            }
+            if tokio::time::timeout_at(wait_until.into(), known)
+                .await
+                .is_err()
+            {
+                return Err(RpcError::new(
+                    Status::Timeout,
+                    "the other end said nothing before the stream's deadline",
+                ));
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut frame = Frame::stream_open(0, codec, service, method);
+        frame.metadata = opts.metadata;
+        // A budget travels only with a deadline.
+        frame.timeout_ms = u32::from(deadline.is_some());
+        let far = now + Duration::from_secs(365 * 24 * 3600);
+        let seq = self
+            .send_call(frame, Await::Stream(tx), deadline.unwrap_or(far), timeout)
+            .await?;
+        Ok(halves(
+            self,
+            StreamKey { seq, ours: true },
+            codec,
+            rx,
+            deadline,
+            timeout,
+        ))
+    }
+
+    /// Opens a typed bidirectional stream: items of `Out` go, items of `In` come back.
+    pub async fn open_stream<B, Out, In>(
+        &self,
+        service: &str,
+        method: &str,
+        opts: CallOptions,
+    ) -> Result<(Sender<B, Out>, Receiver<B, In>), RpcError>
+    where
+        B: BodyCodec<Out> + BodyCodec<In>,
+    {
+        let codec = opts.codec.unwrap_or(<B as BodyCodec<Out>>::CODECS[0]);
+        let (tx, rx) = self.open_stream_raw(service, method, codec, opts).await?;
+        Ok((Sender::new(tx, codec), Receiver::new(rx, codec)))
+    }
+
+    /// A server stream: sends `req`, then receives the items.
+    pub async fn server_stream<B, Req, Item>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<Receiver<B, Item>, RpcError>
+    where
+        B: BodyCodec<Req> + BodyCodec<Item>,
+    {
+        let (mut tx, rx) = self
+            .open_stream::<B, Req, Item>(service, method, opts)
+            .await?;
+        tx.send(req).await?;
+        tx.finish();
+        Ok(rx)
+    }
+
+    /// A client stream: send items with the sender, then await the one reply.
+    pub async fn client_stream<B, Item, Resp>(
+        &self,
+        service: &str,
+        method: &str,
+        opts: CallOptions,
+    ) -> Result<(Sender<B, Item>, Receiver<B, Resp>), RpcError>
+    where
+        B: BodyCodec<Item> + BodyCodec<Resp>,
+    {
+        self.open_stream::<B, Item, Resp>(service, method, opts)
+            .await
+    }
+}
+
+/// A typed receiving half: a `futures::Stream` of `Result<T, RpcError>`.
+pub struct Receiver<B, T> {
+    inner: StreamReceiver,
+    codec: CodecId,
+    _t: PhantomData<fn() -> (B, T)>,
+}
+
+impl<B: BodyCodec<T>, T> Receiver<B, T> {
+    pub(crate) fn new(inner: StreamReceiver, codec: CodecId) -> Self {
+        Receiver {
+            inner,
+            codec,
+            _t: PhantomData,
+        }
+    }
+
+    /// The raw half.
+    pub fn into_raw(self) -> StreamReceiver {
+        self.inner
+    }
+
+    /// The one reply of a client stream: its only item, then the end.
+    pub async fn reply(mut self) -> Result<T, RpcError> {
+        use futures_util::StreamExt;
+        let first = match self.next().await {
+            Some(r) => r?,
+            None => {
+                return Err(RpcError::new(
+                    Status::Internal,
+                    "the stream ended without a reply",
+                ));
+            }
+        };
+        match self.next().await {
+            None => Ok(first),
+            Some(Err(e)) => Err(e),
+            Some(Ok(_)) => Err(RpcError::new(
+                Status::Internal,
+                "a client stream answered more than one reply",
+            )),
+        }
+    }
+}
+
+impl<B: BodyCodec<T>, T> Stream for Receiver<B, T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Option<Self::Item>> {
+        let codec = self.codec;
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                Poll::Ready(Some(B::decode_shared(codec, &b).map_err(|e| {
+                    RpcError::new(
+                        Status::BadRequest,
+                        format!("stream item did not decode: {}", e.message),
+                    )
+                })))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+// A typed half holds no pinned state of its own.
+impl<B, T> Unpin for Receiver<B, T> {}
+
+/// A typed sending half.
+pub struct Sender<B, T> {
+    inner: StreamSender,
+    codec: CodecId,
+    _t: PhantomData<fn(B, T)>,
+}
+
+impl<B: BodyCodec<T>, T> Sender<B, T> {
+    pub(crate) fn new(inner: StreamSender, codec: CodecId) -> Self {
+        Sender {
+            inner,
+            codec,
+            _t: PhantomData,
+        }
+    }
+
+    /// Encodes and sends one item, waiting for credit (see [`StreamSender::send`]).
+    pub fn send(
+        &mut self,
+        item: &T,
+    ) -> impl std::future::Future<Output = Result<(), RpcError>> + Send + '_ {
+        // Encoded before the future, so it holds no reference to `item`.
+        let mut body = BytesMut::new();
+        let encoded = B::encode(self.codec, item, &mut body).map(|()| body.freeze());
+        async move { self.inner.send(encoded?).await }
+    }
+
+    /// Ends this side's items (see [`StreamSender::finish`]).
+    pub fn finish(&mut self) {
+        self.inner.finish();
+    }
+
+    /// The raw half.
+    pub fn into_raw(self) -> StreamSender {
+        self.inner
+    }
+}
+
+/// A raw stream handler: gets the call's context and both halves of the stream; its outcome
+/// ends the stream (`Ok`: a normal end).
+pub trait StreamHandler: Send + Sync + 'static {
+    fn call(
+        &self,
+        ctx: crate::context::Context,
+        items: StreamReceiver,
+        out: StreamSender,
+    ) -> BoxFuture<Result<(), RpcError>>;
+}
+
+impl<F, Fut> StreamHandler for F
+where
+    F: Fn(crate::context::Context, StreamReceiver, StreamSender) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), RpcError>> + Send + 'static,
+{
+    fn call(
+        &self,
+        ctx: crate::context::Context,
+        items: StreamReceiver,
+        out: StreamSender,
+    ) -> BoxFuture<Result<(), RpcError>> {
+        Box::pin(self(ctx, items, out))
+    }
+}
