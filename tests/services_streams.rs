@@ -1,0 +1,282 @@
+//! Generated streaming services over real loopback sockets: getty-proto's `feed.PriceFeed`
+//! (from `proto/feed.proto` by getty-rpc-build) served by both ends of one TCP connection, each
+//! kind (server, client, bidirectional stream) opened by the client and by the server, in
+//! Protobuf and JSON; a handler's error ends its stream at the caller; dropping the receiver
+//! cancels the producer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use getty::core::{ClientBuilder, ServerBuilder};
+use getty::rpc::{
+    CallOptions, CodecId, Context, Peer, Prost, Receiver, Router, RpcClient, RpcError, RpcOptions,
+    RpcServer, Sender, Status,
+};
+use getty_proto::feed::{
+    self, Chunk, Line, Price, PriceFeedClient, PriceFeedServer, UploadSummary, WatchRequest,
+};
+
+/// FNV-1a, the upload checksum.
+fn fnv1a(mut h: u64, data: &[u8]) -> u64 {
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The feed one side serves; `name` tells the two ends apart in chat replies.
+struct Feed {
+    name: &'static str,
+    /// Prices the endless `Watch` (count 0) got out, and how many such producers stopped.
+    produced: AtomicU64,
+    stopped: AtomicU64,
+}
+
+struct Stopped<'a>(&'a AtomicU64);
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl feed::PriceFeed for Feed {
+    async fn watch(
+        &self,
+        _ctx: Context,
+        req: WatchRequest,
+        mut out: Sender<Prost, Price>,
+    ) -> Result<(), RpcError> {
+        if req.symbols.is_empty() {
+            return Err(RpcError::bad_request("no symbols to watch"));
+        }
+        let _stop = Stopped(&self.stopped);
+        let mut seq = 0u64;
+        while req.count == 0 || seq < req.count {
+            let symbol = &req.symbols[seq as usize % req.symbols.len()];
+            out.send(&Price {
+                symbol: symbol.clone(),
+                milli: 100_000 + seq as i64,
+                seq,
+            })
+            .await?;
+            self.produced.fetch_add(1, Ordering::SeqCst);
+            seq += 1;
+        }
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        _ctx: Context,
+        mut items: Receiver<Prost, Chunk>,
+    ) -> Result<UploadSummary, RpcError> {
+        let mut sum = UploadSummary {
+            checksum: FNV_START,
+            ..UploadSummary::default()
+        };
+        while let Some(chunk) = items.next().await {
+            let chunk = chunk?;
+            sum.name = chunk.name;
+            sum.chunks += 1;
+            sum.bytes += chunk.data.len() as u64;
+            sum.checksum = fnv1a(sum.checksum, &chunk.data);
+        }
+        Ok(sum)
+    }
+
+    async fn chat(
+        &self,
+        _ctx: Context,
+        mut items: Receiver<Prost, Line>,
+        mut out: Sender<Prost, Line>,
+    ) -> Result<(), RpcError> {
+        while let Some(line) = items.next().await {
+            let line = line?;
+            out.send(&Line {
+                who: self.name.to_string(),
+                text: format!("{} said {:?}", line.who, line.text),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn feed(name: &'static str) -> Arc<Feed> {
+    Arc::new(Feed {
+        name,
+        produced: AtomicU64::new(0),
+        stopped: AtomicU64::new(0),
+    })
+}
+
+fn router(f: Arc<Feed>) -> Router {
+    let mut r = Router::new();
+    PriceFeedServer::register(&mut r, f);
+    r
+}
+
+fn opts() -> RpcOptions {
+    RpcOptions {
+        default_timeout: Duration::from_secs(10),
+        ..RpcOptions::default()
+    }
+}
+
+/// A server and a client over TCP, each serving its own feed.
+async fn pair() -> (RpcServer, RpcClient, Arc<Feed>, Arc<Feed>) {
+    let (sf, cf) = (feed("server"), feed("client"));
+    let server = RpcServer::start(router(sf.clone()), opts(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().to_string();
+    let client = RpcClient::start(router(cf.clone()), opts(), |cb| {
+        ClientBuilder::new(addr).connect_tcp(cb)
+    })
+    .unwrap();
+    client.ready().await.unwrap();
+    (server, client, sf, cf)
+}
+
+async fn server_peer(server: &RpcServer) -> Peer {
+    for _ in 0..500 {
+        if let Some(p) = server.peers().pop() {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server never saw the client");
+}
+
+/// Every kind through the generated stub, against the feed named `other` at the far end.
+async fn every_kind(stub: &PriceFeedClient, other: &str) {
+    // Server stream: 300 prices in order, then the end.
+    let mut prices = stub
+        .watch(&WatchRequest {
+            symbols: vec!["ACME".into(), "INITECH".into()],
+            count: 300,
+        })
+        .await
+        .unwrap();
+    let mut n = 0u64;
+    while let Some(p) = prices.next().await {
+        let p = p.unwrap();
+        assert_eq!(p.seq, n, "in order, none lost or repeated");
+        assert_eq!(p.symbol, if n % 2 == 0 { "ACME" } else { "INITECH" });
+        assert_eq!(p.milli, 100_000 + n as i64);
+        n += 1;
+    }
+    assert_eq!(n, 300);
+
+    // Client stream: 64 chunks of 1 KiB, one summary.
+    let (mut chunks, summary) = stub.upload().await.unwrap();
+    let mut want = FNV_START;
+    for i in 0..64u32 {
+        let data: Vec<u8> = (0..1024u32).map(|j| (i * 7 + j) as u8).collect();
+        want = fnv1a(want, &data);
+        chunks
+            .send(&Chunk {
+                name: "report.bin".into(),
+                data,
+            })
+            .await
+            .unwrap();
+    }
+    chunks.finish();
+    let s = summary.reply().await.unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.chunks, s.bytes, s.checksum),
+        ("report.bin", 64, 64 * 1024, want)
+    );
+
+    // Bidirectional: each line answered, then the half-close ends it.
+    let (mut say, mut heard) = stub.chat().await.unwrap();
+    for i in 0..50 {
+        say.send(&Line {
+            who: "me".into(),
+            text: format!("line {i}"),
+        })
+        .await
+        .unwrap();
+        let l = heard.next().await.unwrap().unwrap();
+        assert_eq!(l.who, other);
+        assert_eq!(l.text, format!("me said \"line {i}\""));
+    }
+    say.finish();
+    assert!(heard.next().await.is_none(), "ends after the half-close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_streams_run_both_ways_in_protobuf_and_json() {
+    let (server, client, _sf, _cf) = pair().await;
+    let to_server = PriceFeedClient::new(client.peer().unwrap());
+    every_kind(&to_server, "server").await;
+    every_kind(
+        &to_server
+            .clone()
+            .with_defaults(CallOptions::new().codec(CodecId::Json)),
+        "server",
+    )
+    .await;
+    // The server opens the same streams to the client it is connected to.
+    let to_client = PriceFeedClient::new(server_peer(&server).await);
+    every_kind(&to_client, "client").await;
+    every_kind(
+        &to_client
+            .clone()
+            .with_defaults(CallOptions::new().codec(CodecId::Json)),
+        "client",
+    )
+    .await;
+    assert_eq!(server.peers().len(), 1, "all on one connection");
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_stream_errors_and_cancel_reach_the_other_end() {
+    let (server, client, sf, cf) = pair().await;
+    // The handler's error ends the stream at the caller, with its status.
+    let mut prices = PriceFeedClient::new(client.peer().unwrap())
+        .watch(&WatchRequest::default())
+        .await
+        .unwrap();
+    let e = prices.next().await.unwrap().unwrap_err();
+    assert_eq!(e.status, Status::BadRequest, "{e}");
+    assert!(e.message.contains("no symbols"), "{e}");
+    assert!(prices.next().await.is_none());
+
+    // Dropping the receiver of an endless feed stops the producer, from either end.
+    for (peer, f) in [
+        (client.peer().unwrap(), &sf),
+        (server_peer(&server).await, &cf),
+    ] {
+        let mut prices = PriceFeedClient::new(peer)
+            .watch(&WatchRequest {
+                symbols: vec!["ACME".into()],
+                count: 0,
+            })
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            prices.next().await.unwrap().unwrap();
+        }
+        drop(prices);
+        for _ in 0..500 {
+            if f.stopped.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(f.stopped.load(Ordering::SeqCst), 1, "the producer stopped");
+        assert!(f.produced.load(Ordering::SeqCst) >= 10);
+    }
+    client.close().await;
+    server.close().await;
+}
