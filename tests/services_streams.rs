@@ -1,8 +1,8 @@
 //! Generated streaming services over real loopback sockets: getty-proto's `feed.PriceFeed`
-//! (from `proto/feed.proto` by getty-rpc-build) served by both ends of one TCP connection, each
-//! kind (server, client, bidirectional stream) opened by the client and by the server, in
-//! Protobuf and JSON; a handler's error ends its stream at the caller; dropping the receiver
-//! cancels the producer.
+//! (from `proto/feed.proto` by getty-rpc-build) and a `#[service]` macro service with stream
+//! methods, each served by both ends of one TCP connection, each kind (server, client,
+//! bidirectional stream) opened by the client and by the server, in Protobuf and JSON; a
+//! handler's error ends its stream at the caller; dropping the receiver cancels the producer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use getty::core::{ClientBuilder, ServerBuilder};
 use getty::rpc::{
-    CallOptions, CodecId, Context, Peer, Prost, Receiver, Router, RpcClient, RpcError, RpcOptions,
-    RpcServer, Sender, Status,
+    CallOptions, CodecId, Context, Json, Peer, Prost, Receiver, Router, RpcClient, RpcError,
+    RpcOptions, RpcServer, Sender, Status,
 };
 use getty_proto::feed::{
     self, Chunk, Line, Price, PriceFeedClient, PriceFeedServer, UploadSummary, WatchRequest,
@@ -277,6 +277,180 @@ async fn generated_stream_errors_and_cancel_reach_the_other_end() {
         assert_eq!(f.stopped.load(Ordering::SeqCst), 1, "the producer stopped");
         assert!(f.produced.load(Ordering::SeqCst) >= 10);
     }
+    client.close().await;
+    server.close().await;
+}
+
+// ---- the macro form: a JSON log service with stream methods ----
+
+mod logs {
+    use getty::rpc::{Context, Json, Receiver, RpcError, Sender};
+
+    /// Log lines.
+    #[getty::rpc::service(name = "test.Logs", crate = "::getty::rpc")]
+    pub trait Logs {
+        /// The last `n` lines, numbered, then the end.
+        async fn tail(
+            &self,
+            ctx: Context,
+            n: u32,
+            out: Sender<Json, String>,
+        ) -> Result<(), RpcError>;
+        /// Counts the lines sent, and their bytes.
+        async fn collect(
+            &self,
+            ctx: Context,
+            lines: Receiver<Json, String>,
+        ) -> Result<(u64, u64), RpcError>;
+        /// Each line back in upper case; a line "fail" fails the stream.
+        async fn shout(
+            &self,
+            ctx: Context,
+            lines: Receiver<Json, String>,
+            out: Sender<Json, String>,
+        ) -> Result<(), RpcError>;
+        /// A unary method next to the streams.
+        async fn ping(&self, ctx: Context, n: u64) -> Result<u64, RpcError>;
+    }
+}
+
+struct LogStore(&'static str);
+
+impl logs::Logs for LogStore {
+    async fn tail(
+        &self,
+        ctx: Context,
+        n: u32,
+        mut out: Sender<Json, String>,
+    ) -> Result<(), RpcError> {
+        for i in 0..n {
+            out.send(&format!("{} line {i} codec={:?}", self.0, ctx.codec()))
+                .await?;
+        }
+        Ok(())
+    }
+    async fn collect(
+        &self,
+        _ctx: Context,
+        mut lines: Receiver<Json, String>,
+    ) -> Result<(u64, u64), RpcError> {
+        let (mut count, mut bytes) = (0, 0);
+        while let Some(l) = lines.next().await {
+            let l = l?;
+            count += 1;
+            bytes += l.len() as u64;
+        }
+        Ok((count, bytes))
+    }
+    async fn shout(
+        &self,
+        _ctx: Context,
+        mut lines: Receiver<Json, String>,
+        mut out: Sender<Json, String>,
+    ) -> Result<(), RpcError> {
+        while let Some(l) = lines.next().await {
+            let l = l?;
+            if l == "fail" {
+                return Err(RpcError::handler("told to fail"));
+            }
+            out.send(&l.to_uppercase()).await?;
+        }
+        Ok(())
+    }
+    async fn ping(&self, _ctx: Context, n: u64) -> Result<u64, RpcError> {
+        Ok(n + 1)
+    }
+}
+
+async fn logs_every_kind(stub: &logs::LogsClient, other: &str) {
+    let mut lines = stub.tail(&5).await.unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            lines.next().await.unwrap().unwrap(),
+            format!("{other} line {i} codec=Json")
+        );
+    }
+    assert!(lines.next().await.is_none());
+
+    let (mut tx, reply) = stub.collect().await.unwrap();
+    for l in ["a", "bb", "ccc"] {
+        tx.send(&l.to_string()).await.unwrap();
+    }
+    tx.finish();
+    assert_eq!(reply.reply().await.unwrap(), (3, 6));
+
+    let (mut tx, mut rx) = stub.shout().await.unwrap();
+    tx.send(&"hey".to_string()).await.unwrap();
+    assert_eq!(rx.next().await.unwrap().unwrap(), "HEY");
+    assert_eq!(stub.ping(&1).await.unwrap(), 2, "unary calls go on beside");
+    tx.send(&"fail".to_string()).await.unwrap();
+    let e = rx.next().await.unwrap().unwrap_err();
+    assert_eq!(e.status, Status::HandlerError, "{e}");
+    assert!(e.message.contains("told to fail"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn macro_streams_run_both_ways() {
+    let r = |name| {
+        let mut r = Router::new();
+        logs::LogsServer::register(&mut r, Arc::new(LogStore(name)));
+        r
+    };
+    let server = RpcServer::start(r("server"), opts(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().to_string();
+    let client = RpcClient::start(r("client"), opts(), |cb| {
+        ClientBuilder::new(addr).connect_tcp(cb)
+    })
+    .unwrap();
+    client.ready().await.unwrap();
+    assert_eq!(logs::LogsServer::STREAMS, ["Tail", "Collect", "Shout"]);
+    logs_every_kind(&logs::LogsClient::new(client.peer().unwrap()), "server").await;
+    logs_every_kind(&logs::LogsClient::new(server_peer(&server).await), "client").await;
+    // Reflection tells the kinds apart.
+    let reply = client
+        .peer()
+        .unwrap()
+        .call_raw(
+            "getty.Reflection",
+            "Describe",
+            CodecId::Json,
+            "null".into(),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    let services: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    let logs = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "test.Logs")
+        .unwrap();
+    let kinds: Vec<(String, Option<String>)> = logs["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m.get("stream").map(|k| k.as_str().unwrap().to_string()),
+            )
+        })
+        .collect();
+    let want = |n: &str, k: Option<&str>| (n.to_string(), k.map(str::to_string));
+    assert_eq!(
+        kinds,
+        [
+            want("Collect", Some("client")),
+            want("Ping", None),
+            want("Shout", Some("bidi")),
+            want("Tail", Some("server")),
+        ]
+    );
     client.close().await;
     server.close().await;
 }
