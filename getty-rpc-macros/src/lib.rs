@@ -885,7 +885,7 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
             }
             None
         }
-        [Plain(i, t, _)] => Some(Params::Request((i.clone(), t.clone()))),
+        [Plain(i, t, _)] => Some(Params::Request((i.clone(), Type::clone(t)))),
         [
             Plain(i, t, _),
             Half {
@@ -895,9 +895,9 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
                 ..
             },
         ] => Some(Params::Server(
-            (i.clone(), t.clone()),
-            item.clone(),
-            ty.clone(),
+            (i.clone(), Type::clone(t)),
+            Type::clone(item),
+            Type::clone(ty),
         )),
         [
             Half {
@@ -906,7 +906,7 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
                 item: Some(item),
                 ..
             },
-        ] => Some(Params::Client(item.clone(), ty.clone())),
+        ] => Some(Params::Client(Type::clone(item), Type::clone(ty))),
         [
             Half {
                 tx: false,
@@ -920,7 +920,12 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
                 item: Some(si),
                 ..
             },
-        ] => Some(Params::Bidi(ri.clone(), rt.clone(), si.clone(), st.clone())),
+        ] => Some(Params::Bidi(
+            Type::clone(ri),
+            Type::clone(rt),
+            Type::clone(si),
+            Type::clone(st),
+        )),
         // Reported above.
         _ if rest.iter().any(|p| matches!(p, Half { item: None, .. })) => None,
         _ if rest.iter().all(|p| matches!(p, Plain(..))) => {
@@ -1088,12 +1093,12 @@ fn is_unit(ty: &Type) -> bool {
 /// A parameter after `ctx`, classified.
 enum Param<'a> {
     /// A request, with the name the stub gives it.
-    Plain(Ident, Type, &'a FnArg),
+    Plain(Ident, &'a Type, &'a FnArg),
     /// `Sender<B, T>` (`tx`) or `Receiver<B, T>`; `item` is `T`, if the type has two arguments.
     Half {
         tx: bool,
-        ty: Type,
-        item: Option<Type>,
+        ty: &'a Type,
+        item: Option<&'a Type>,
         arg: &'a FnArg,
     },
     Other(&'a FnArg),
@@ -1120,11 +1125,11 @@ fn param(arg: &FnArg) -> Param<'_> {
     let FnArg::Typed(pt) = arg else {
         return Param::Other(arg);
     };
-    let ty = (*pt.ty).clone();
-    if let Some(seg) = last_segment(&ty).filter(|s| s.ident == "Sender" || s.ident == "Receiver") {
+    let ty: &Type = &pt.ty;
+    if let Some(seg) = last_segment(ty).filter(|s| s.ident == "Sender" || s.ident == "Receiver") {
         let item = match &seg.arguments {
             PathArguments::AngleBracketed(a) => match a.args.iter().collect::<Vec<_>>()[..] {
-                [GenericArgument::Type(_), GenericArgument::Type(t)] => Some(t.clone()),
+                [GenericArgument::Type(_), GenericArgument::Type(t)] => Some(t),
                 _ => None,
             },
             _ => None,
