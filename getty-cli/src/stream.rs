@@ -49,13 +49,13 @@ pub struct Call<'a> {
 }
 
 pub async fn run(peer: &Peer, c: Call<'_>) -> Result {
+    let mut ctrl_c = pin!(interrupted()?);
     let (mut tx, rx) = peer
         .open_stream_raw(c.service, c.method, CodecId::Json, c.opts)
         .await
         .map_err(call_failure)?;
     // A client stream's one reply is laid out as a unary call's; stream items one per line.
     let pretty = c.kind == Kind::Client && !c.compact;
-    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     let mut print = pin!(print_items(rx, pretty));
     if c.kind == Kind::Server {
         let req = c.request.unwrap_or_else(|| b"null".to_vec());
@@ -79,6 +79,24 @@ pub async fn run(peer: &Peer, c: Call<'_>) -> Result {
             r = &mut print => return r,
         }
     }
+}
+
+/// Ctrl-C, listened for from this call on (not from the first poll): a SIGINT just after the
+/// first items must cancel the stream, not kill the process.
+fn interrupted() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sig = signal(SignalKind::interrupt())
+            .map_err(|e| Failure::usage(format!("cannot listen for Ctrl-C: {e}")))?;
+        Ok(async move {
+            sig.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Prints each item as it arrives, until the stream ends; the stream's error fails the call.
