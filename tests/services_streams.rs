@@ -1,6 +1,6 @@
 //! Generated streaming services over real loopback sockets: getty-proto's `feed.PriceFeed`
-//! (from `proto/feed.proto` by getty-rpc-build) and a `#[service]` macro service with stream
-//! methods, each served by both ends of one TCP connection, each kind (server, client,
+//! (from `proto/feed.proto` by getty-rpc-build) and `#[service]` macro services with stream
+//! methods (serde types over JSON, and prost messages over Protobuf and JSON), each served by both ends of one TCP connection, each kind (server, client,
 //! bidirectional stream) opened by the client and by the server, in Protobuf and JSON; a
 //! handler's error ends its stream at the caller; dropping the receiver cancels the producer.
 
@@ -411,6 +411,102 @@ async fn macro_streams_run_both_ways() {
             want("Tail", Some("server")),
         ]
     );
+    client.close().await;
+    server.close().await;
+}
+
+// ---- the macro form with prost messages: streams in Protobuf (and JSON per call) ----
+
+mod ticker {
+    use getty::rpc::{Context, Prost, Receiver, RpcError, Sender};
+    use getty_proto::feed::{Chunk, Price, UploadSummary, WatchRequest};
+
+    #[getty::rpc::service(name = "test.Ticker", crate = "::getty::rpc", body = "prost")]
+    pub trait Ticker {
+        async fn ticks(
+            &self,
+            ctx: Context,
+            req: WatchRequest,
+            out: Sender<Prost, Price>,
+        ) -> Result<(), RpcError>;
+        async fn store(
+            &self,
+            ctx: Context,
+            chunks: Receiver<Prost, Chunk>,
+        ) -> Result<UploadSummary, RpcError>;
+    }
+}
+
+impl ticker::Ticker for Market {
+    async fn ticks(
+        &self,
+        ctx: Context,
+        req: WatchRequest,
+        out: Sender<Prost, Price>,
+    ) -> Result<(), RpcError> {
+        feed::PriceFeed::watch(self, ctx, req, out).await
+    }
+    async fn store(
+        &self,
+        ctx: Context,
+        chunks: Receiver<Prost, Chunk>,
+    ) -> Result<UploadSummary, RpcError> {
+        feed::PriceFeed::upload(self, ctx, chunks).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn macro_streams_with_prost_messages_speak_protobuf_and_json() {
+    let mut r = Router::new();
+    ticker::TickerServer::register(
+        &mut r,
+        Arc::new(Market {
+            name: "server",
+            tick: Duration::ZERO,
+        }),
+    );
+    let server = RpcServer::start(r, opts(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().to_string();
+    let client = RpcClient::start(Router::new(), opts(), |cb| {
+        ClientBuilder::new(addr).connect_tcp(cb)
+    })
+    .unwrap();
+    client.ready().await.unwrap();
+    let stub = ticker::TickerClient::new(client.peer().unwrap());
+    for codec in [CodecId::Protobuf, CodecId::Json] {
+        let o = CallOptions::new().codec(codec);
+        let mut prices = stub
+            .ticks_with(
+                &WatchRequest {
+                    symbols: vec!["ACME".into()],
+                    count: 20,
+                },
+                o.clone(),
+            )
+            .await
+            .unwrap();
+        let mut n = 0;
+        while let Some(p) = prices.next().await {
+            assert_eq!(p.unwrap().seq, n, "{codec}");
+            n += 1;
+        }
+        assert_eq!(n, 20, "{codec}");
+        let (mut tx, rx) = stub.store_with(o).await.unwrap();
+        tx.send(&Chunk {
+            name: "x".into(),
+            data: vec![1, 2, 3],
+        })
+        .await
+        .unwrap();
+        tx.finish();
+        let s = rx.reply().await.unwrap();
+        assert_eq!((s.chunks, s.bytes), (1, 3), "{codec}");
+        assert_eq!(s.checksum, fnv1a(FNV_START, &[1, 2, 3]), "{codec}");
+    }
     client.close().await;
     server.close().await;
 }
