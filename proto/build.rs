@@ -2,5 +2,8 @@
 //! with getty-rpc-build (protox: no `protoc` needed).
 
 fn main() -> std::io::Result<()> {
-    getty_rpc_build::compile_protos(&["greeter.proto", "echo.proto", "calc.proto"], &["."])
+    getty_rpc_build::compile_protos(
+        &["greeter.proto", "echo.proto", "calc.proto", "feed.proto"],
+        &["."],
+    )
 }

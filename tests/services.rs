@@ -3,14 +3,17 @@
 //! connecting side serves a service the accepting side calls), over TCP and WebSocket;
 //! Protobuf and JSON peers of one service; one-way methods; metadata and deadlines.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::server_peer;
 use getty::core::{ClientBuilder, ServerBuilder};
 use getty::rpc::{
-    CallOptions, CodecId, Context, Peer, Router, RpcClient, RpcError, RpcOptions, RpcServer, Status,
+    CallOptions, CodecId, Context, Router, RpcClient, RpcError, RpcOptions, RpcServer, Status,
 };
 use getty_proto::calc::{self, CalculatorClient, CalculatorServer};
 use getty_proto::greeter::{self, GreeterClient, GreeterServer, HelloRequest, Notice};
@@ -248,17 +251,6 @@ async fn start_client(t: Transport, server: &RpcServer, router: Router) -> RpcCl
     .unwrap();
     client.ready().await.unwrap();
     client
-}
-
-/// The server's end of its only connection.
-async fn server_peer(server: &RpcServer) -> Peer {
-    for _ in 0..500 {
-        if let Some(p) = server.peers().pop() {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the server never saw the client");
 }
 
 // ---- prost-generated services, both ways ----

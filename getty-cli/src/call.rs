@@ -1,4 +1,5 @@
-//! `getty call TARGET SERVICE.METHOD [JSON]`: one two-way call over the JSON codec.
+//! `getty call TARGET SERVICE.METHOD [JSON]`: one two-way call over the JSON codec, or a
+//! streaming call (see `stream.rs`) when reflection says the method streams.
 
 use std::io::Read;
 
@@ -6,6 +7,7 @@ use clap::Args;
 use getty_rpc::CallOptions;
 
 use crate::output;
+use crate::stream::{self, Kind};
 use crate::target::{self, Conn, ConnArgs};
 use crate::{Failure, Result};
 
@@ -18,8 +20,15 @@ Examples:
   getty call etcd://127.0.0.1:2379/getty echo.Echo.Echo '{\"text\":\"hi\"}' -H user=ann -t 2s
   getty call 'static://10.0.0.1:7200,10.0.0.2:7200?service=echo.Echo' echo.Echo.Echo '{\"text\":\"hi\"}'
 
+Streams (the peer's reflection says which methods stream, or pass --stream):
+  getty call 127.0.0.1:7200 feed.PriceFeed.Watch '{\"symbols\":[\"ACME\"]}'     # one JSON line per item; Ctrl-C cancels
+  printf '{\"name\":\"a\",\"data\":\"aGk=\"}\\n' | getty call 127.0.0.1:7200 feed.PriceFeed.Upload
+  getty call 127.0.0.1:7200 feed.PriceFeed.Chat                               # lines in from stdin, lines out
+
 With a registry URL the service's instances are looked up there and one is chosen by the
-load balancer. Without JSON the request is `null` (what a method taking no argument expects).";
+load balancer. Without JSON the request is `null` (what a method taking no argument expects).
+A client or bidirectional stream reads its items from stdin, one JSON text per line, and
+half-closes at the end of stdin. A stream has no deadline unless --stream-timeout is given.";
 
 /// Call one method with a JSON request and print the JSON reply
 #[derive(Args, Debug)]
@@ -44,6 +53,12 @@ pub struct CallArgs {
     /// Print the reply on one line
     #[arg(long)]
     compact: bool,
+    /// Call the method as this kind of stream, without asking the peer's reflection
+    #[arg(long, value_name = "KIND", value_enum)]
+    stream: Option<Kind>,
+    /// A deadline for the whole stream [default: none; Ctrl-C ends it]
+    #[arg(long, value_name = "DURATION", value_parser = target::parse_duration)]
+    stream_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -94,7 +109,7 @@ fn request_body(json: Option<&str>, data: Option<&str>) -> Result<Vec<u8>> {
 
 /// An OK reply's body, checked to be JSON text: the call asked for JSON (the reply's codec was
 /// checked by the call itself), so anything else is the peer's fault and fails the call.
-fn reply_text(reply: &[u8]) -> Result<&str> {
+pub fn reply_text(reply: &[u8]) -> Result<&str> {
     let text = std::str::from_utf8(reply)
         .map_err(|e| Failure::call(format!("the reply is not UTF-8 text: {e}")))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
@@ -106,20 +121,101 @@ fn reply_text(reply: &[u8]) -> Result<&str> {
 
 pub async fn run(a: CallArgs) -> Result {
     let (service, method) = split_method(&a.method)?;
-    let body = request_body(a.json.as_deref(), a.data.as_deref())?;
+    // Checked before connecting; a client stream's items come from stdin instead.
+    let body = match (&a.json, &a.data) {
+        (None, None) => None,
+        _ => Some(request_body(a.json.as_deref(), a.data.as_deref())?),
+    };
     let conn = Conn::open(&a.target, Some(service), &a.conn).await?;
+    let kind = match a.stream {
+        Some(k) => Some(k),
+        None => stream_kind(&conn, service, method, a.conn.timeout).await,
+    };
+    let r = match kind {
+        Some(kind) => call_stream(&conn, service, method, kind, body, &a).await,
+        None => call_unary(&conn, service, method, body, &a).await,
+    };
+    conn.close().await;
+    r
+}
+
+/// What the peer's reflection says of `service.method`; `None` (a unary call) when it says
+/// nothing: not a stream, an unknown method, or no reflection at all.
+async fn stream_kind(
+    conn: &Conn,
+    service: &str,
+    method: &str,
+    timeout: std::time::Duration,
+) -> Option<Kind> {
+    let (peer, _) = conn.peer().ok()?;
+    let reply = crate::describe::reflect(&peer, timeout).await.ok()?;
+    let services: Vec<crate::describe::Service> = serde_json::from_slice(&reply).ok()?;
+    let m = services
+        .iter()
+        .filter(|s| s.service == service)
+        .flat_map(|s| &s.methods)
+        .find(|m| m.name == method)?;
+    Kind::from_reflection(m.stream.as_deref()?)
+}
+
+async fn call_unary(
+    conn: &Conn,
+    service: &str,
+    method: &str,
+    body: Option<Vec<u8>>,
+    a: &CallArgs,
+) -> Result {
     let opts = CallOptions {
         timeout: Some(a.conn.timeout),
-        metadata: a.meta,
+        metadata: a.meta.clone(),
         codec: None,
     };
-    let reply = conn.call(service, method, body.into(), opts).await;
-    conn.close().await;
-    let reply = reply.map_err(target::call_failure)?;
+    let body = body.unwrap_or_else(|| b"null".to_vec());
+    let reply = conn
+        .call(service, method, body.into(), opts)
+        .await
+        .map_err(target::call_failure)?;
     let text = reply_text(&reply)?;
-    let text = output::json_layout(text, !a.compact);
-    output::line(&text);
+    output::line(&output::json_layout(text, !a.compact));
     Ok(())
+}
+
+async fn call_stream(
+    conn: &Conn,
+    service: &str,
+    method: &str,
+    kind: Kind,
+    body: Option<Vec<u8>>,
+    a: &CallArgs,
+) -> Result {
+    if kind != Kind::Server && body.is_some() {
+        return Err(Failure::usage(format!(
+            "{service}.{method} is a {} stream: its items are read from stdin, one JSON text              per line, not given as an argument",
+            if kind == Kind::Client {
+                "client"
+            } else {
+                "bidirectional"
+            }
+        )));
+    }
+    let (peer, _) = conn.peer()?;
+    let opts = CallOptions {
+        timeout: a.stream_timeout,
+        metadata: a.meta.clone(),
+        codec: None,
+    };
+    stream::run(
+        &peer,
+        stream::Call {
+            service,
+            method,
+            kind,
+            request: body,
+            opts,
+            compact: a.compact,
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

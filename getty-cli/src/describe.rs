@@ -2,7 +2,10 @@
 //! `getty.Reflection/Describe`.
 
 use clap::Args;
-use getty_rpc::{CallOptions, CodecId, Status};
+use std::time::Duration;
+
+use bytes::Bytes;
+use getty_rpc::{CallOptions, CodecId, Peer, RpcError, Status};
 use serde::Deserialize;
 
 use crate::output::{self, Style};
@@ -15,7 +18,9 @@ Examples:
   getty describe wss://rpc.example.com/rpc --json
   getty describe etcd://127.0.0.1:2379/getty --service echo.Echo
 
-Each method is shown as NAME  REQUEST -> REPLY  CODECS; one-way methods have no reply.";
+Each method is shown as NAME  REQUEST -> REPLY  CODECS; one-way methods have no reply, and
+streaming methods mark their streamed side as in a .proto: `Req -> stream Item` (server
+stream), `stream Item -> Reply` (client stream), `stream In -> stream Out` (bidirectional).";
 
 /// List the services and methods a peer serves
 #[derive(Args, Debug)]
@@ -36,32 +41,39 @@ pub struct DescribeArgs {
 
 /// One entry of the reflection reply (see getty-rpc's `builtin.rs`).
 #[derive(Deserialize)]
-struct Service {
-    service: String,
-    methods: Vec<Method>,
+pub struct Service {
+    pub service: String,
+    pub methods: Vec<Method>,
 }
 
 #[derive(Deserialize)]
-struct Method {
-    name: String,
+pub struct Method {
+    pub name: String,
     request_type: String,
     reply_type: String,
     one_way: bool,
     codecs: Vec<String>,
+    /// `server`, `client` or `bidi` for a streaming method.
+    #[serde(default)]
+    pub stream: Option<String>,
+}
+
+/// Asks `peer` for its `getty.Reflection/Describe` (JSON).
+pub async fn reflect(peer: &Peer, timeout: Duration) -> Result<Bytes, RpcError> {
+    peer.call_raw(
+        "getty.Reflection",
+        "Describe",
+        CodecId::Json,
+        "null".into(),
+        CallOptions::new().timeout(timeout),
+    )
+    .await
 }
 
 pub async fn run(a: DescribeArgs) -> Result {
     let conn = Conn::open(&a.target, a.service.as_deref(), &a.conn).await?;
     let (peer, name) = conn.peer()?;
-    let reply = peer
-        .call_raw(
-            "getty.Reflection",
-            "Describe",
-            CodecId::Json,
-            "null".into(),
-            CallOptions::new().timeout(a.conn.timeout),
-        )
-        .await;
+    let reply = reflect(&peer, a.conn.timeout).await;
     conn.close().await;
     let reply = reply.map_err(|e| match e.status {
         Status::UnknownService => Failure::call(format!("{name} does not answer reflection: {e}")),
@@ -101,11 +113,18 @@ pub async fn run(a: DescribeArgs) -> Result {
 }
 
 fn render(style: Style, services: &[Service]) -> String {
+    // Streams as a .proto writes them: `Req -> stream Item`, `stream Item -> Reply`.
     let signature = |m: &Method| {
+        let (ins, outs) = match m.stream.as_deref() {
+            Some("server") => ("", "stream "),
+            Some("client") => ("stream ", ""),
+            Some(_) => ("stream ", "stream "),
+            None => ("", ""),
+        };
         if m.one_way {
             format!("{} (one-way)", m.request_type)
         } else {
-            format!("{} -> {}", m.request_type, m.reply_type)
+            format!("{ins}{} -> {outs}{}", m.request_type, m.reply_type)
         }
     };
     let name_w = services
@@ -147,12 +166,18 @@ mod tests {
         let services: Vec<Service> = serde_json::from_str(
             r#"[{"service":"test.Math","methods":[
                 {"name":"Add","request_type":"Add","reply_type":"i64","one_way":false,"codecs":["json"]},
-                {"name":"Log","request_type":"String","reply_type":"()","one_way":true,"codecs":["json"]}]}]"#,
+                {"name":"Log","request_type":"String","reply_type":"()","one_way":true,"codecs":["json"]}]},
+              {"service":"test.Feed","methods":[
+                {"name":"Tail","request_type":"u64","reply_type":"Value","one_way":false,"codecs":["json"],"stream":"server"},
+                {"name":"Sum","request_type":"i64","reply_type":"i64","one_way":false,"codecs":["json"],"stream":"client"},
+                {"name":"Echo","request_type":"Value","reply_type":"Value","one_way":false,"codecs":["json"],"stream":"bidi"}]}]"#,
         )
         .unwrap();
         assert_eq!(
             render(Style::plain(), &services),
-            "test.Math\n  Add  Add -> i64        json\n  Log  String (one-way)  json"
+            "test.Math\n  Add   Add -> i64                    json\n  Log   String (one-way)              json\n\
+             test.Feed\n  Tail  u64 -> stream Value           json\n  Sum   stream i64 -> i64             json\n\
+             \x20 Echo  stream Value -> stream Value  json"
         );
     }
 }

@@ -12,6 +12,7 @@ mod describe;
 mod list;
 mod output;
 mod ping;
+mod stream;
 mod target;
 mod watch;
 

@@ -57,6 +57,21 @@
 //!   `say_hello_with(&req, CallOptions)` (timeout, metadata, codec: `CodecId::Json` makes a
 //!   JSON call). One-way stubs return `Result<(), RpcError>` once the request is queued.
 //!
+//! Streaming rpcs, for `rpc Watch(WatchRequest) returns (stream Price)`, `rpc Upload(stream
+//! Chunk) returns (UploadSummary)` and `rpc Chat(stream Line) returns (stream Line)`:
+//!
+//! - trait methods `watch(&self, ctx, req: WatchRequest, out: Sender<Prost, Price>) ->
+//!   Result<(), RpcError>` (each `out.send(&item).await` waits for the caller's credit),
+//!   `upload(&self, ctx, items: Receiver<Prost, Chunk>) -> Result<UploadSummary, RpcError>` and
+//!   `chat(&self, ctx, items: Receiver<Prost, Line>, out: Sender<Prost, Line>) -> Result<(),
+//!   RpcError>`, registered with `Router::add_server_stream`, `add_client_stream`, `add_bidi`;
+//!   their wire names are also in `STREAMS`;
+//! - stubs `watch(&req) -> Result<Receiver<Prost, Price>, RpcError>` (a `futures::Stream` of
+//!   `Result<Price, RpcError>`; dropping it cancels), `upload() -> Result<(Sender<Prost, Chunk>,
+//!   Receiver<Prost, UploadSummary>), RpcError>` (send, `finish()`, then `reply().await`) and
+//!   `chat() -> Result<(Sender<Prost, Line>, Receiver<Prost, Line>), RpcError>`, each with its
+//!   `_with(.., CallOptions)` form (a timeout there covers the whole stream).
+//!
 //! Either peer can serve or call: register `GreeterServer` in the router of an `RpcServer` or
 //! of an `RpcClient`, and build a `GreeterClient` on any `Peer` (`client.peer()?`,
 //! `server.peers()`, `ctx.peer().clone()` inside a handler).
@@ -71,7 +86,8 @@
 //!   `@oneway` marker is left out of the generated docs.
 //! - **Docs**: comments on services and rpcs become rustdoc on the trait, its methods, the
 //!   client stub and its methods.
-//! - **Streaming** rpcs are refused: getty-rpc calls are unary or one-way.
+//! - **Streaming** rpcs (`stream` before the request and/or the reply type) become getty-rpc
+//!   streams (PROTOCOL.md section 20); see below. Streams cannot be `@oneway`.
 //! - **JSON** is the proto3 canonical JSON mapping (PROTOCOL.md section 6.1): field names in
 //!   lowerCamelCase, 64-bit integers as strings, `bytes` as base64, enums by name, fields at
 //!   their default value left out. Decoding also reads the original (snake_case) field names,
@@ -182,7 +198,6 @@ impl Builder {
     /// Generates Rust from an already compiled descriptor set (it must include source info for
     /// comments and `@oneway` markers to be seen).
     pub fn compile_fds(self, mut fds: FileDescriptorSet) -> io::Result<()> {
-        check_unary(&fds)?;
         // Well-known types are not generated: prost-build maps them to `()` / `prost_types`.
         fds.file
             .retain(|f| !(f.package() == "google.protobuf" && f.name().starts_with("google/")));
@@ -265,31 +280,6 @@ fn append_json_impls(encoded_fds: &[u8], out_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Refuses streaming rpcs, naming each.
-fn check_unary(fds: &FileDescriptorSet) -> io::Result<()> {
-    let mut bad = Vec::new();
-    for f in &fds.file {
-        for s in &f.service {
-            for m in &s.method {
-                if m.client_streaming() || m.server_streaming() {
-                    bad.push(format!(
-                        "{}: rpc {} of service {} streams; getty-rpc services are unary \
-                         (request, reply) or one-way (`{ONEWAY_MARKER}` in the rpc's comment)",
-                        f.name(),
-                        m.name(),
-                        qualified(f.package(), s.name()),
-                    ));
-                }
-            }
-        }
-    }
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(io::Error::new(io::ErrorKind::InvalidInput, bad.join("\n")))
-    }
-}
-
 fn qualified(package: &str, service: &str) -> String {
     if package.is_empty() {
         service.to_string()
@@ -316,6 +306,19 @@ impl ServiceGenerator {
     }
 }
 
+/// What an rpc is on the wire: a call with one reply, none, or a stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Unary,
+    OneWay,
+    /// `returns (stream T)`.
+    ServerStream,
+    /// `(stream T)`.
+    ClientStream,
+    /// `(stream T) returns (stream U)`.
+    Bidi,
+}
+
 /// One rpc, ready to print.
 struct Rpc {
     /// Rust method name, possibly raw (`r#type`).
@@ -325,8 +328,138 @@ struct Rpc {
     wire: String,
     input: String,
     output: String,
-    oneway: bool,
+    shape: Shape,
     docs: prost_build::Comments,
+}
+
+/// The generated Rust of one rpc, per place it appears.
+struct Printed {
+    /// Trait method parameters after `ctx`, and its future's output.
+    params: String,
+    output: String,
+    /// A sentence for the trait method's docs (empty for plain unary rpcs).
+    note: &'static str,
+    /// The router method and its type arguments, the closure's parameters after `ctx`, and
+    /// the arguments of the trait call after `ctx`.
+    add: String,
+    closure: String,
+    args: String,
+    /// The stub: its parameters (each after a `, `, between `&self` and `opts`), the
+    /// arguments it passes on to its `_with` form, return type, body, summary.
+    stub_params: String,
+    stub_args: String,
+    stub_ret: String,
+    stub_body: String,
+    stub_doc: String,
+}
+
+impl Rpc {
+    fn print(&self, k: &str, full: &str, server: &str) -> Printed {
+        let (i, o, w) = (&self.input, &self.output, &self.wire);
+        let res = |t: &str| format!("::core::result::Result<{t}, {k}::RpcError>");
+        let tx = |t: &str| format!("{k}::Sender<{k}::Prost, {t}>");
+        let rx = |t: &str| format!("{k}::Receiver<{k}::Prost, {t}>");
+        let req_only = (format!(", req: &{i}"), "req, ".to_string());
+        let none = (String::new(), String::new());
+        let (
+            params,
+            output,
+            note,
+            add,
+            closure,
+            args,
+            (stub_params, stub_args),
+            stub_ret,
+            call,
+            stub_doc,
+        ) = match self.shape {
+            Shape::Unary => (
+                format!("req: {i}"),
+                res(o),
+                "",
+                format!("add::<{k}::Prost, {i}, {o}, _, _>"),
+                format!("req: {i}"),
+                "req".to_string(),
+                req_only,
+                res(o),
+                format!(".call::<{k}::Prost, {i}, {o}>({server}::NAME, {w:?}, req, opts)"),
+                format!("Calls `{full}.{w}` and waits for the reply."),
+            ),
+            Shape::OneWay => (
+                format!("req: {i}"),
+                "()".to_string(),
+                "One-way: the caller gets no reply.",
+                format!("add_one_way::<{k}::Prost, {i}, _, _>"),
+                format!("req: {i}"),
+                "req".to_string(),
+                req_only,
+                res("()"),
+                format!(".notify::<{k}::Prost, {i}>({server}::NAME, {w:?}, req, opts)"),
+                format!("One-way: sends `{full}.{w}` and returns once it is queued; no reply."),
+            ),
+            Shape::ServerStream => (
+                format!("req: {i},\n        out: {}", tx(o)),
+                res("()"),
+                "Server stream: send the items with `out` (each `send` waits for the caller's \
+                     credit); returning ends the stream, an error reaches the caller.",
+                format!("add_server_stream::<{k}::Prost, {i}, {o}, _, _>"),
+                format!("req: {i}, out: {}", tx(o)),
+                "req, out".to_string(),
+                req_only,
+                res(&rx(o)),
+                format!(".server_stream::<{k}::Prost, {i}, {o}>({server}::NAME, {w:?}, req, opts)"),
+                format!(
+                    "Server stream: sends the request to `{full}.{w}` and returns the stream \
+                         of its items (dropping it cancels the stream)."
+                ),
+            ),
+            Shape::ClientStream => (
+                format!("items: {}", rx(i)),
+                res(o),
+                "Client stream: read the caller's items from `items` (they end when the \
+                     caller finishes), then answer once.",
+                format!("add_client_stream::<{k}::Prost, {i}, {o}, _, _>"),
+                format!("items: {}", rx(i)),
+                "items".to_string(),
+                none,
+                res(&format!("({}, {})", tx(i), rx(o))),
+                format!(".client_stream::<{k}::Prost, {i}, {o}>({server}::NAME, {w:?}, opts)"),
+                format!(
+                    "Client stream: opens `{full}.{w}`; send the items, `finish()` the \
+                         sender, then `reply().await` the receiver for the one answer."
+                ),
+            ),
+            Shape::Bidi => (
+                format!("items: {},\n        out: {}", rx(i), tx(o)),
+                res("()"),
+                "Bidirectional stream: items come in on `items` and go out on `out`; \
+                     returning ends the stream.",
+                format!("add_bidi::<{k}::Prost, {i}, {o}, _, _>"),
+                format!("items: {}, out: {}", rx(i), tx(o)),
+                "items, out".to_string(),
+                none,
+                res(&format!("({}, {})", tx(i), rx(o))),
+                format!(".open_stream::<{k}::Prost, {i}, {o}>({server}::NAME, {w:?}, opts)"),
+                format!(
+                    "Bidirectional stream: opens `{full}.{w}`; send with the sender \
+                         (`finish()` half-closes), read the receiver (dropping it cancels)."
+                ),
+            ),
+        };
+        Printed {
+            params,
+            output,
+            note,
+            add,
+            closure,
+            args,
+            stub_params,
+            stub_args,
+            stub_ret,
+            stub_body: format!("self.peer\n            {call}\n            .await"),
+            stub_doc,
+        }
+    }
 }
 
 /// Removes the `@oneway` marker from comments; says whether it was there.
@@ -380,25 +513,34 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
             .methods
             .into_iter()
             .map(|m| {
-                if m.client_streaming || m.server_streaming {
+                let mut docs = m.comments;
+                let oneway = take_oneway(&mut docs);
+                let shape = match (m.client_streaming, m.server_streaming) {
+                    (false, false) if oneway => Shape::OneWay,
+                    (false, false) => Shape::Unary,
+                    (false, true) => Shape::ServerStream,
+                    (true, false) => Shape::ClientStream,
+                    (true, true) => Shape::Bidi,
+                };
+                if oneway && shape != Shape::OneWay {
                     problems.push(format!(
-                        "rpc {} of service {full} streams; getty-rpc services are unary or one-way",
+                        "rpc {} of service {full} streams, so it cannot be `{ONEWAY_MARKER}` \
+                         (a stream always ends with the acceptor's outcome)",
                         m.proto_name
                     ));
                 }
-                let mut docs = m.comments;
-                let oneway = take_oneway(&mut docs);
                 Rpc {
                     base: m.name.trim_start_matches("r#").to_string(),
                     ident: m.name,
                     wire: m.proto_name,
                     input: m.input_type,
                     output: m.output_type,
-                    oneway,
+                    shape,
                     docs,
                 }
             })
             .collect();
+        let printed: Vec<Printed> = rpcs.iter().map(|r| r.print(&k, &full, &server)).collect();
 
         // Stub method names must not collide with each other or the stub's own methods.
         let mut taken: Vec<(String, String)> = ["new", "with_defaults", "peer"]
@@ -438,34 +580,30 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
             buf,
             "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
         );
-        for r in &rpcs {
+        for (r, p) in rpcs.iter().zip(&printed) {
             buf.push_str(&docs(&r.docs, 1));
-            let out = if r.oneway {
-                "()".to_string()
-            } else {
-                format!("::core::result::Result<{}, {k}::RpcError>", r.output)
-            };
-            if r.oneway {
+            if !p.note.is_empty() {
                 if has_docs(&r.docs) {
                     buf.push_str("    ///\n");
                 }
-                buf.push_str("    /// One-way: the caller gets no reply.\n");
+                let _ = writeln!(buf, "    /// {}", p.note);
             }
             let _ = writeln!(
                 buf,
-                "    fn {}(\n        &self,\n        ctx: {k}::Context,\n        req: {},\n    ) -> impl ::core::future::Future<Output = {out}> + ::core::marker::Send;",
-                r.ident, r.input
+                "    fn {}(\n        &self,\n        ctx: {k}::Context,\n        {},\n    ) -> impl ::core::future::Future<Output = {}> + ::core::marker::Send;",
+                r.ident, p.params, p.output
             );
         }
         buf.push_str("}\n\n");
 
         // --- the registration struct ---
-        let methods: Vec<String> = rpcs.iter().map(|r| format!("{:?}", r.wire)).collect();
-        let one_way: Vec<String> = rpcs
-            .iter()
-            .filter(|r| r.oneway)
-            .map(|r| format!("{:?}", r.wire))
-            .collect();
+        let names = |f: &dyn Fn(Shape) -> bool| -> String {
+            rpcs.iter()
+                .filter(|r| f(r.shape))
+                .map(|r| format!("{:?}", r.wire))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let _ = writeln!(
             buf,
             "/// The `{full}` service: its wire names, and registration of a [`{name}`] implementation\n\
@@ -483,42 +621,35 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
              /// Wire names of every method, in declaration order.\n    \
              pub const METHODS: &'static [&'static str] = &[{}];\n    \
              /// Wire names of the one-way methods (a subset of [`Self::METHODS`]).\n    \
-             pub const ONE_WAY: &'static [&'static str] = &[{}];\n\n    \
+             pub const ONE_WAY: &'static [&'static str] = &[{}];\n    \
+             /// Wire names of the streaming methods (a subset of [`Self::METHODS`]).\n    \
+             pub const STREAMS: &'static [&'static str] = &[{}];\n\n    \
              /// Serves every method of `svc` from `router`, under [`Self::NAME`]. Replaces methods\n    \
              /// of the same names registered before.\n    \
              pub fn register<T: {name}>(\n        router: &mut {k}::Router,\n        svc: ::std::sync::Arc<T>,\n    ) -> &mut {k}::Router {{",
-            methods.join(", "),
-            one_way.join(", "),
+            names(&|_| true),
+            names(&|s| s == Shape::OneWay),
+            names(&|s| !matches!(s, Shape::Unary | Shape::OneWay)),
         );
-        for r in &rpcs {
-            let (add, types, call) = if r.oneway {
-                (
-                    "add_one_way",
-                    format!("{k}::Prost, {}, _, _", r.input),
-                    format!("{name}::{}(&*svc, ctx, req).await", r.ident),
-                )
-            } else {
-                (
-                    "add",
-                    format!("{k}::Prost, {}, {}, _, _", r.input, r.output),
-                    format!("{name}::{}(&*svc, ctx, req).await", r.ident),
-                )
-            };
+        for (r, p) in rpcs.iter().zip(&printed) {
             let _ = writeln!(
                 buf,
                 "        {{\n            \
                  let svc = ::std::sync::Arc::clone(&svc);\n            \
-                 router.{add}::<{types}>(\n                \
+                 router.{add}(\n                \
                  Self::NAME,\n                \
                  {wire:?},\n                \
-                 move |ctx: {k}::Context, req: {input}| {{\n                    \
+                 move |ctx: {k}::Context, {closure}| {{\n                    \
                  let svc = ::std::sync::Arc::clone(&svc);\n                    \
-                 async move {{ {call} }}\n                \
+                 async move {{ {name}::{ident}(&*svc, ctx, {args}).await }}\n                \
                  }},\n            \
                  );\n        \
                  }}",
+                add = p.add,
                 wire = r.wire,
-                input = r.input,
+                closure = p.closure,
+                ident = r.ident,
+                args = p.args,
             );
         }
         buf.push_str("        router\n    }\n}\n\n");
@@ -548,43 +679,25 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
              /// The peer this stub calls.\n    \
              pub fn peer(&self) -> &{k}::Peer {{\n        &self.peer\n    }}"
         );
-        for r in &rpcs {
+        for (r, p) in rpcs.iter().zip(&printed) {
             let d = docs(&r.docs, 1);
             let sep = if has_docs(&r.docs) { "    ///\n" } else { "" };
-            let (ret, body, kind) = if r.oneway {
-                (
-                    format!("::core::result::Result<(), {k}::RpcError>"),
-                    format!(
-                        "self.peer\n            .notify::<{k}::Prost, {}>({server}::NAME, {:?}, req, opts)\n            .await",
-                        r.input, r.wire
-                    ),
-                    format!(
-                        "One-way: sends `{full}.{}` and returns once it is queued; no reply.",
-                        r.wire
-                    ),
-                )
-            } else {
-                (
-                    format!("::core::result::Result<{}, {k}::RpcError>", r.output),
-                    format!(
-                        "self.peer\n            .call::<{k}::Prost, {}, {}>({server}::NAME, {:?}, req, opts)\n            .await",
-                        r.input, r.output, r.wire
-                    ),
-                    format!("Calls `{full}.{}` and waits for the reply.", r.wire),
-                )
-            };
             let _ = writeln!(
                 buf,
                 "\n{d}{sep}    /// {kind}\n    \
-                 pub async fn {ident}(&self, req: &{input}) -> {ret} {{\n        \
-                 self.{base}_with(req, ::core::clone::Clone::clone(&self.defaults)).await\n    }}\n\n\
+                 pub async fn {ident}(&self{params}) -> {ret} {{\n        \
+                 self.{base}_with({args}::core::clone::Clone::clone(&self.defaults)).await\n    }}\n\n\
                  {d}{sep}    /// As [`Self::{base}`], with explicit call options (timeout, metadata, codec); the\n    \
                  /// client's defaults are not used.\n    \
-                 pub async fn {base}_with(&self, req: &{input}, opts: {k}::CallOptions) -> {ret} {{\n        \
+                 pub async fn {base}_with(&self{params}, opts: {k}::CallOptions) -> {ret} {{\n        \
                  {body}\n    }}",
+                kind = p.stub_doc,
                 ident = r.ident,
                 base = r.base,
-                input = r.input,
+                params = p.stub_params,
+                args = p.stub_args,
+                ret = p.stub_ret,
+                body = p.stub_body,
             );
         }
         buf.push_str("}\n");

@@ -140,13 +140,50 @@ fn generation_needs_no_protoc() {
 }
 
 #[test]
-fn streaming_rpcs_are_refused() {
+fn streaming_rpcs_become_stream_methods_and_stubs() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     write_proto(
         src.path(),
         "s.proto",
-        "syntax = \"proto3\"; package s; message M {} service S { rpc Watch(M) returns (stream M); }",
+        "syntax = \"proto3\"; package s; message M {} message N {} service S { \
+         rpc Watch(M) returns (stream N); rpc Upload(stream M) returns (N); \
+         rpc Chat(stream M) returns (stream N); rpc Get(M) returns (N); }",
+    );
+    Builder::new()
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[src.path().join("s.proto")], &[src.path()])
+        .unwrap();
+    let code = fs::read_to_string(out.path().join("s.rs")).unwrap();
+    for needle in [
+        "pub const STREAMS: &'static [&'static str] = &[\"Watch\", \"Upload\", \"Chat\"];",
+        "        req: M,\n        out: ::getty_rpc::Sender<::getty_rpc::Prost, N>,\n    ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::getty_rpc::RpcError>>",
+        "        items: ::getty_rpc::Receiver<::getty_rpc::Prost, M>,\n    ) -> impl ::core::future::Future<Output = ::core::result::Result<N, ::getty_rpc::RpcError>>",
+        "        items: ::getty_rpc::Receiver<::getty_rpc::Prost, M>,\n        out: ::getty_rpc::Sender<::getty_rpc::Prost, N>,",
+        "router.add_server_stream::<::getty_rpc::Prost, M, N, _, _>(",
+        "router.add_client_stream::<::getty_rpc::Prost, M, N, _, _>(",
+        "router.add_bidi::<::getty_rpc::Prost, M, N, _, _>(",
+        "pub async fn watch(&self, req: &M) -> ::core::result::Result<::getty_rpc::Receiver<::getty_rpc::Prost, N>, ::getty_rpc::RpcError>",
+        "pub async fn upload_with(&self, opts: ::getty_rpc::CallOptions) -> ::core::result::Result<(::getty_rpc::Sender<::getty_rpc::Prost, M>, ::getty_rpc::Receiver<::getty_rpc::Prost, N>), ::getty_rpc::RpcError>",
+        ".server_stream::<::getty_rpc::Prost, M, N>(SServer::NAME, \"Watch\", req, opts)",
+        ".client_stream::<::getty_rpc::Prost, M, N>(SServer::NAME, \"Upload\", opts)",
+        ".open_stream::<::getty_rpc::Prost, M, N>(SServer::NAME, \"Chat\", opts)",
+        ".call::<::getty_rpc::Prost, M, N>(SServer::NAME, \"Get\", req, opts)",
+    ] {
+        assert!(code.contains(needle), "missing {needle:?} in:\n{code}");
+    }
+    assert!(!code.contains("compile_error"), "{code}");
+}
+
+#[test]
+fn streaming_rpcs_cannot_be_one_way() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_proto(
+        src.path(),
+        "s.proto",
+        "syntax = \"proto3\"; package s; message M {} service S {\n // @oneway\n rpc Watch(M) returns (stream M); }",
     );
     let err = Builder::new()
         .out_dir(out.path())
@@ -154,7 +191,10 @@ fn streaming_rpcs_are_refused() {
         .compile(&[src.path().join("s.proto")], &[src.path()])
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("rpc Watch of service s.S streams"), "{msg}");
+    assert!(
+        msg.contains("rpc Watch of service s.S streams, so it cannot be `@oneway`"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -66,7 +66,7 @@ use syn::{
 ///   (implementors still write `async fn`; their futures must be `Send`), with
 ///   `Send + Sync + 'static` added to its supertraits. A method may have a default body.
 /// - **`{Trait}Server`**, a unit struct with the wire names, `NAME`, `METHODS` (in declaration
-///   order) and `ONE_WAY`, and `register(&mut Router, Arc<impl Trait>) -> &mut Router`, which
+///   order), `ONE_WAY` and `STREAMS`, and `register(&mut Router, Arc<impl Trait>) -> &mut Router`, which
 ///   serves every method with the body strategy (`getty_rpc::Json` unless `body = "prost"`).
 /// - **`{Trait}Client`**, a stub over a `Peer`: `new(peer)`, `with_defaults(CallOptions)`,
 ///   `peer()`, and per method `m(&req)` and `m_with(&req, CallOptions)` (timeout, metadata,
@@ -82,6 +82,35 @@ use syn::{
 /// and reply are serde types (prost messages with `body = "prost"`). `#[oneway]` marks a
 /// method that never answers: it has no return type, and the stub sends a one-way frame
 /// (`Peer::notify`).
+///
+/// # Streams
+///
+/// A method whose parameters after `ctx` hold the halves of a stream (`getty_rpc::Sender` and
+/// `getty_rpc::Receiver`, written with the service's body strategy: `Sender<Json, T>`, or
+/// `Sender<Prost, T>` with `body = "prost"`) is a streaming method (PROTOCOL.md section 20):
+///
+/// ```
+/// use getty_rpc::{Context, Json, Receiver, RpcError, Sender};
+///
+/// #[getty_rpc::service(name = "feed.Prices")]
+/// pub trait Prices {
+///     /// Server stream: one request, items sent with `out`; the outcome ends the stream.
+///     async fn watch(&self, ctx: Context, symbol: String, out: Sender<Json, f64>) -> Result<(), RpcError>;
+///     /// Client stream: the caller's items, then one reply.
+///     async fn upload(&self, ctx: Context, items: Receiver<Json, Vec<u8>>) -> Result<u64, RpcError>;
+///     /// Bidirectional: items both ways.
+///     async fn chat(&self, ctx: Context, items: Receiver<Json, String>, out: Sender<Json, String>) -> Result<(), RpcError>;
+/// }
+/// assert_eq!(PricesServer::STREAMS, ["Watch", "Upload", "Chat"]);
+/// ```
+///
+/// Their stubs open the stream: `watch(&symbol) -> Result<Receiver<Json, f64>, RpcError>`
+/// (a `futures::Stream` of items; dropping it cancels), `upload() -> Result<(Sender<Json,
+/// Vec<u8>>, Receiver<Json, u64>), RpcError>` (send, `finish()`, then `reply().await`) and
+/// `chat() -> Result<(Sender<Json, String>, Receiver<Json, String>), RpcError>`, each with its
+/// `_with(.., CallOptions)` form; the server registers them with `Router::add_server_stream`,
+/// `add_client_stream` and `add_bidi`. `STREAMS` lists their wire names. A stream cannot be
+/// `#[oneway]`.
 ///
 /// # Wire names
 ///
@@ -193,15 +222,51 @@ impl Args {
 struct Method {
     ident: Ident,
     wire: String,
-    oneway: bool,
     docs: Vec<Attribute>,
     ctx_ty: Type,
-    req_ident: Ident,
-    req_ty: Type,
-    /// The reply type (`T` of `Result<T, E>`); `None` for one-way methods.
-    reply_ty: Option<Type>,
+    shape: Shape,
     /// The rewritten trait item.
     item: TraitItemFn,
+}
+
+/// What a method is on the wire, with its types (items are the `T` of `Sender<B, T>` /
+/// `Receiver<B, T>`; the request keeps the name it has in the trait, for the stub).
+enum Shape {
+    Unary {
+        req: (Ident, Type),
+        reply: Type,
+    },
+    OneWay {
+        req: (Ident, Type),
+    },
+    /// `(ctx, req: Req, out: Sender<B, Item>) -> Result<(), E>`.
+    Server {
+        req: (Ident, Type),
+        item: Type,
+        out: Type,
+    },
+    /// `(ctx, items: Receiver<B, Item>) -> Result<Reply, E>`.
+    Client {
+        item: Type,
+        items: Type,
+        reply: Type,
+    },
+    /// `(ctx, items: Receiver<B, In>, out: Sender<B, Out>) -> Result<(), E>`.
+    Bidi {
+        input: Type,
+        items: Type,
+        output: Type,
+        out: Type,
+    },
+}
+
+impl Shape {
+    fn is_stream(&self) -> bool {
+        matches!(
+            self,
+            Shape::Server { .. } | Shape::Client { .. } | Shape::Bidi { .. }
+        )
+    }
 }
 
 /// Collects every problem instead of stopping at the first.
@@ -330,7 +395,12 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
     let all_wires: Vec<&str> = methods.iter().map(|m| m.wire.as_str()).collect();
     let one_way: Vec<&str> = methods
         .iter()
-        .filter(|m| m.oneway)
+        .filter(|m| matches!(m.shape, Shape::OneWay { .. }))
+        .map(|m| m.wire.as_str())
+        .collect();
+    let streams: Vec<&str> = methods
+        .iter()
+        .filter(|m| m.shape.is_stream())
         .map(|m| m.wire.as_str())
         .collect();
 
@@ -338,55 +408,87 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
         let Method {
             ident,
             wire,
-            req_ty,
             ctx_ty,
             ..
         } = m;
         // The context argument carries the user's type span, so a wrong `Context` type is
-        // reported at the parameter that names it.
+        // reported at the parameter that names it; so do the stream halves.
         let ctx_arg = quote_spanned!(ctx_ty.span()=> ctx);
-        match &m.reply_ty {
-            Some(reply_ty) => quote! {
-                {
-                    let svc = ::std::sync::Arc::clone(&svc);
-                    router.add::<#krate::#body, #req_ty, #reply_ty, _, _>(
-                        Self::NAME,
-                        #wire,
-                        move |ctx: #krate::Context, req: #req_ty| {
-                            let svc = ::std::sync::Arc::clone(&svc);
-                            async move {
-                                #trait_ident::#ident(&*svc, #ctx_arg, req)
-                                    .await
-                                    .map_err(::core::convert::Into::into)
-                            }
-                        },
-                    );
-                }
-            },
-            None => quote! {
-                {
-                    let svc = ::std::sync::Arc::clone(&svc);
-                    router.add_one_way::<#krate::#body, #req_ty, _, _>(
-                        Self::NAME,
-                        #wire,
-                        move |ctx: #krate::Context, req: #req_ty| {
-                            let svc = ::std::sync::Arc::clone(&svc);
-                            async move { #trait_ident::#ident(&*svc, #ctx_arg, req).await }
-                        },
-                    );
-                }
-            },
+        let (add, closure, args) = match &m.shape {
+            Shape::Unary {
+                req: (_, req_ty),
+                reply,
+            } => (
+                quote!(add::<#krate::#body, #req_ty, #reply, _, _>),
+                quote!(req: #req_ty),
+                quote!(req),
+            ),
+            Shape::OneWay { req: (_, req_ty) } => (
+                quote!(add_one_way::<#krate::#body, #req_ty, _, _>),
+                quote!(req: #req_ty),
+                quote!(req),
+            ),
+            Shape::Server {
+                req: (_, req_ty),
+                item,
+                out,
+            } => {
+                let out_arg = quote_spanned!(out.span()=> out);
+                (
+                    quote!(add_server_stream::<#krate::#body, #req_ty, #item, _, _>),
+                    quote!(req: #req_ty, out: #krate::Sender<#krate::#body, #item>),
+                    quote!(req, #out_arg),
+                )
+            }
+            Shape::Client { item, items, reply } => {
+                let items_arg = quote_spanned!(items.span()=> items);
+                (
+                    quote!(add_client_stream::<#krate::#body, #item, #reply, _, _>),
+                    quote!(items: #krate::Receiver<#krate::#body, #item>),
+                    quote!(#items_arg),
+                )
+            }
+            Shape::Bidi {
+                input,
+                items,
+                output,
+                out,
+            } => {
+                let items_arg = quote_spanned!(items.span()=> items);
+                let out_arg = quote_spanned!(out.span()=> out);
+                (
+                    quote!(add_bidi::<#krate::#body, #input, #output, _, _>),
+                    quote!(
+                        items: #krate::Receiver<#krate::#body, #input>,
+                        out: #krate::Sender<#krate::#body, #output>
+                    ),
+                    quote!(#items_arg, #out_arg),
+                )
+            }
+        };
+        let call = quote!(#trait_ident::#ident(&*svc, #ctx_arg, #args).await);
+        let call = match &m.shape {
+            Shape::OneWay { .. } => call,
+            _ => quote!(#call.map_err(::core::convert::Into::into)),
+        };
+        quote! {
+            {
+                let svc = ::std::sync::Arc::clone(&svc);
+                router.#add(
+                    Self::NAME,
+                    #wire,
+                    move |ctx: #krate::Context, #closure| {
+                        let svc = ::std::sync::Arc::clone(&svc);
+                        async move { #call }
+                    },
+                );
+            }
         }
     });
 
     let stubs = methods.iter().map(|m| {
         let Method {
-            ident,
-            wire,
-            req_ty,
-            req_ident,
-            docs,
-            ..
+            ident, wire, docs, ..
         } = m;
         let with_ident = format_ident!("{}_with", ident.unraw(), span = ident.span());
         let with_doc = format!(
@@ -394,51 +496,94 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
              client's defaults are not used.",
             ident.unraw()
         );
-        let kind_doc = if m.oneway {
-            format!(
-                " One-way: sends `{service_name}.{wire}` and returns once it is queued; no reply."
-            )
-        } else {
-            format!(" Calls `{service_name}.{wire}` and waits for the reply.")
+        let full = format!("{service_name}.{wire}");
+        let kind_doc = match &m.shape {
+            Shape::Unary { .. } => format!(" Calls `{full}` and waits for the reply."),
+            Shape::OneWay { .. } => {
+                format!(" One-way: sends `{full}` and returns once it is queued; no reply.")
+            }
+            Shape::Server { .. } => format!(
+                " Server stream: sends the request to `{full}` and returns the stream of its \
+                 items (dropping it cancels the stream)."
+            ),
+            Shape::Client { .. } => format!(
+                " Client stream: opens `{full}`; send the items, `finish()` the sender, then \
+                 `reply().await` the receiver for the one answer."
+            ),
+            Shape::Bidi { .. } => format!(
+                " Bidirectional stream: opens `{full}`; send with the sender (`finish()` \
+                 half-closes), read the receiver (dropping it cancels)."
+            ),
         };
         let docs_sep = if docs.is_empty() {
             quote!()
         } else {
             quote!(#[doc = ""])
         };
-        let (ret, body) = match &m.reply_ty {
-            Some(reply_ty) => (
-                quote!(::core::result::Result<#reply_ty, #krate::RpcError>),
-                quote! {
-                    self.peer
-                        .call::<#krate::#body, #req_ty, #reply_ty>(
-                            #server_ident::NAME, #wire, #req_ident, opts,
-                        )
-                        .await
-                },
+        let res = |t: TokenStream2| quote!(::core::result::Result<#t, #krate::RpcError>);
+        let tx = |t: &Type| quote!(#krate::Sender<#krate::#body, #t>);
+        let rx = |t: &Type| quote!(#krate::Receiver<#krate::#body, #t>);
+        let name = quote!(#server_ident::NAME, #wire);
+        let (params, args, ret, body) = match &m.shape {
+            Shape::Unary {
+                req: (req_ident, req_ty),
+                reply,
+            } => (
+                quote!(#req_ident: &#req_ty,),
+                quote!(#req_ident,),
+                res(quote!(#reply)),
+                quote!(.call::<#krate::#body, #req_ty, #reply>(#name, #req_ident, opts)),
             ),
-            None => (
-                quote!(::core::result::Result<(), #krate::RpcError>),
-                quote! {
-                    self.peer
-                        .notify::<#krate::#body, #req_ty>(#server_ident::NAME, #wire, #req_ident, opts)
-                        .await
-                },
+            Shape::OneWay {
+                req: (req_ident, req_ty),
+            } => (
+                quote!(#req_ident: &#req_ty,),
+                quote!(#req_ident,),
+                res(quote!(())),
+                quote!(.notify::<#krate::#body, #req_ty>(#name, #req_ident, opts)),
             ),
+            Shape::Server {
+                req: (req_ident, req_ty),
+                item,
+                ..
+            } => (
+                quote!(#req_ident: &#req_ty,),
+                quote!(#req_ident,),
+                res(rx(item)),
+                quote!(.server_stream::<#krate::#body, #req_ty, #item>(#name, #req_ident, opts)),
+            ),
+            Shape::Client { item, reply, .. } => {
+                let (t, r) = (tx(item), rx(reply));
+                (
+                    quote!(),
+                    quote!(),
+                    res(quote!((#t, #r))),
+                    quote!(.client_stream::<#krate::#body, #item, #reply>(#name, opts)),
+                )
+            }
+            Shape::Bidi { input, output, .. } => {
+                let (t, r) = (tx(input), rx(output));
+                (
+                    quote!(),
+                    quote!(),
+                    res(quote!((#t, #r))),
+                    quote!(.open_stream::<#krate::#body, #input, #output>(#name, opts)),
+                )
+            }
         };
         quote! {
             #(#docs)*
             #docs_sep
             #[doc = #kind_doc]
-            pub async fn #ident(&self, #req_ident: &#req_ty) -> #ret {
-                self.#with_ident(#req_ident, ::core::clone::Clone::clone(&self.defaults)).await
+            pub async fn #ident(&self, #params) -> #ret {
+                self.#with_ident(#args ::core::clone::Clone::clone(&self.defaults)).await
             }
 
             #(#docs)*
             #docs_sep
             #[doc = #with_doc]
-            pub async fn #with_ident(&self, #req_ident: &#req_ty, opts: #krate::CallOptions) -> #ret {
-                #body
+            pub async fn #with_ident(&self, #params opts: #krate::CallOptions) -> #ret {
+                self.peer #body .await
             }
         }
     });
@@ -476,6 +621,8 @@ fn expand(args: Args, mut item: ItemTrait) -> syn::Result<TokenStream2> {
             pub const METHODS: &'static [&'static str] = &[#(#all_wires),*];
             /// Wire names of the one-way methods (a subset of [`Self::METHODS`]).
             pub const ONE_WAY: &'static [&'static str] = &[#(#one_way),*];
+            /// Wire names of the streaming methods (a subset of [`Self::METHODS`]).
+            pub const STREAMS: &'static [&'static str] = &[#(#streams),*];
 
             #[doc = #register_doc]
             pub fn register<T: #trait_ident>(
@@ -596,6 +743,7 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
 
     // Our attributes: #[oneway] and #[method(name = "...")].
     let mut oneway = false;
+    let mut oneway_attr = None;
     let mut wire: Option<String> = None;
     let mut attrs = Vec::new();
     for a in &f.attrs {
@@ -606,6 +754,7 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
                 local.push_spanned(a, "`#[oneway]` is given twice");
             }
             oneway = true;
+            oneway_attr = Some(a.clone());
         } else if a.path().is_ident("method") {
             let r = a.parse_nested_meta(|meta| {
                 if meta.path.is_ident("name") {
@@ -708,47 +857,126 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
             None
         }
     };
-    // the one request
-    let req = match inputs.next() {
-        Some(FnArg::Typed(pt)) => {
-            check_owned(&pt.ty, "request", &mut local);
-            let ident = match &*pt.pat {
-                // `opts` is the `_with` stubs' own parameter.
-                Pat::Ident(pi) if pi.ident != "_" && pi.ident != "opts" => {
-                    Ident::new(&pi.ident.unraw().to_string(), pi.ident.span())
-                }
-                _ => Ident::new("req", Span::call_site()),
-            };
-            Some((ident, (*pt.ty).clone()))
+    // The rest: a request, and/or the halves of a stream.
+    let rest: Vec<Param> = inputs.map(param).collect();
+    for p in &rest {
+        match p {
+            Param::Plain(_, ty, _) => check_owned(ty, "request", &mut local),
+            Param::Half {
+                item: Some(item), ..
+            } => check_owned(item, "stream item", &mut local),
+            Param::Half { ty, item: None, .. } => local.push_spanned(
+                ty,
+                "a stream half names its body strategy and item type: `Sender<Json, Item>`, \
+                 `Receiver<Json, Item>` (`Prost` with `body = \"prost\"`)",
+            ),
+            Param::Other(a) => local.push_spanned(a, "expected the request parameter"),
         }
-        Some(other) => {
-            local.push_spanned(other, "expected the request parameter");
+    }
+    use Param::{Half, Plain};
+    let shape_of_params = match rest.as_slice() {
+        [] => {
+            if ctx_ty.is_some() {
+                local.push(
+                    sig.paren_token.span.join(),
+                    "missing the request parameter after `ctx: Context` (write `_req: ()` if \
+                     the method needs none)",
+                );
+            }
             None
         }
-        None if ctx_ty.is_some() => {
-            local.push(
-                sig.paren_token.span.join(),
-                "missing the request parameter after `ctx: Context` (write `_req: ()` if the \
-                 method needs none)",
+        [Plain(i, t, _)] => Some(Params::Request((i.clone(), Type::clone(t)))),
+        [
+            Plain(i, t, _),
+            Half {
+                tx: true,
+                ty,
+                item: Some(item),
+                ..
+            },
+        ] => Some(Params::Server(
+            (i.clone(), Type::clone(t)),
+            Type::clone(item),
+            Type::clone(ty),
+        )),
+        [
+            Half {
+                tx: false,
+                ty,
+                item: Some(item),
+                ..
+            },
+        ] => Some(Params::Client(Type::clone(item), Type::clone(ty))),
+        [
+            Half {
+                tx: false,
+                ty: rt,
+                item: Some(ri),
+                ..
+            },
+            Half {
+                tx: true,
+                ty: st,
+                item: Some(si),
+                ..
+            },
+        ] => Some(Params::Bidi(
+            Type::clone(ri),
+            Type::clone(rt),
+            Type::clone(si),
+            Type::clone(st),
+        )),
+        // Reported above.
+        _ if rest.iter().any(|p| matches!(p, Half { item: None, .. })) => None,
+        _ if rest.iter().all(|p| matches!(p, Plain(..))) => {
+            local.push_spanned(
+                rest[1].arg(),
+                "a service method takes one request parameter: put several values in one \
+                 struct (or a tuple)",
             );
             None
         }
-        None => None,
+        _ => {
+            // Point at the first parameter out of place (all of them if none is).
+            let bad = rest
+                .iter()
+                .enumerate()
+                .find(|(i, p)| match p {
+                    Plain(..) => *i != 0,
+                    Half { tx: true, .. } => *i != rest.len() - 1 || rest.len() > 2,
+                    Half { tx: false, .. } => *i != 0,
+                    Param::Other(_) => true,
+                })
+                .map(|(_, p)| p.arg());
+            let msg = "a streaming method takes `(&self, ctx: Context, req: Request, out: \
+                       Sender<B, Item>)` (server stream), `(&self, ctx: Context, items: \
+                       Receiver<B, Item>)` (client stream) or `(&self, ctx: Context, items: \
+                       Receiver<B, In>, out: Sender<B, Out>)` (bidirectional)";
+            match bad {
+                Some(a) => local.push_spanned(a, msg),
+                None => local.push(sig.paren_token.span.join(), msg),
+            }
+            None
+        }
     };
-    let extra: Vec<&FnArg> = inputs.collect();
-    if let Some(first) = extra.first() {
+    let streams = matches!(
+        shape_of_params,
+        Some(Params::Server(..) | Params::Client(..) | Params::Bidi(..))
+    );
+    if let (Some(a), true) = (&oneway_attr, streams) {
         local.push_spanned(
-            first,
-            "a service method takes one request parameter: put several values in one struct \
-             (or a tuple)",
+            a,
+            "a stream cannot be `#[oneway]`: it always ends with the serving side's outcome",
         );
     }
+    // Server and bidirectional streams send their items with the Sender.
+    let unit_reply = matches!(shape_of_params, Some(Params::Server(..) | Params::Bidi(..)));
 
     // The reply.
-    let reply_ty = match (&sig.output, oneway) {
+    let reply_ty = match (&sig.output, oneway && !streams) {
         (ReturnType::Default, true) => None,
         (ReturnType::Type(_, ty), true) => {
-            if !matches!(&**ty, Type::Tuple(t) if t.elems.is_empty()) {
+            if !is_unit(ty) {
                 local.push_spanned(
                     &sig.output,
                     "a `#[oneway]` method sends no reply, so it cannot return a value: remove the return type",
@@ -759,16 +987,32 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
         (ReturnType::Default, false) => {
             local.push(
                 sig.ident.span(),
-                format!(
-                    "`{}` returns nothing, but a two-way method must return \
-                     `Result<Reply, RpcError>` (the error reaches the caller); mark it \
-                     `#[oneway]` if it sends no reply",
-                    sig.ident
-                ),
+                if unit_reply {
+                    format!(
+                        "`{}` returns nothing, but a stream method must return `Result<(), \
+                         RpcError>` (an error ends the stream at the caller)",
+                        sig.ident
+                    )
+                } else {
+                    format!(
+                        "`{}` returns nothing, but a two-way method must return \
+                         `Result<Reply, RpcError>` (the error reaches the caller); mark it \
+                         `#[oneway]` if it sends no reply",
+                        sig.ident
+                    )
+                },
             );
             None
         }
         (ReturnType::Type(_, ty), false) => match result_ok_type(ty) {
+            Some(ok) if unit_reply && !is_unit(ok) => {
+                local.push_spanned(
+                    ty,
+                    "this stream sends its items with its `Sender`, so it returns `Result<(), \
+                     RpcError>` (an error ends the stream at the caller)",
+                );
+                None
+            }
             Some(ok) => {
                 check_owned(ok, "reply", &mut local);
                 Some(ok.clone())
@@ -776,8 +1020,13 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
             None => {
                 local.push_spanned(
                     ty,
-                    "a two-way method must return `Result<Reply, RpcError>` (the error reaches \
-                     the caller); mark it `#[oneway]` if it sends no reply",
+                    if unit_reply {
+                        "a stream method must return `Result<(), RpcError>` (an error ends the \
+                         stream at the caller)"
+                    } else {
+                        "a two-way method must return `Result<Reply, RpcError>` (the error \
+                         reaches the caller); mark it `#[oneway]` if it sends no reply"
+                    },
                 );
                 None
             }
@@ -788,12 +1037,24 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
         errs.append(local);
         return None;
     }
-    let (req_ident, req_ty) = req?;
     let ctx_ty = ctx_ty?;
+    let shape = match (shape_of_params?, reply_ty) {
+        (Params::Request(req), None) => Shape::OneWay { req },
+        (Params::Request(req), Some(reply)) => Shape::Unary { req, reply },
+        (Params::Server(req, item, out), _) => Shape::Server { req, item, out },
+        (Params::Client(item, items), Some(reply)) => Shape::Client { item, items, reply },
+        (Params::Bidi(input, items, output, out), _) => Shape::Bidi {
+            input,
+            items,
+            output,
+            out,
+        },
+        (Params::Client(..), None) => return None,
+    };
 
     // The rewritten trait method: `fn m(..) -> impl Future<Output = R> + Send`.
     let output: Type = match &sig.output {
-        ReturnType::Type(_, ty) if !oneway => (**ty).clone(),
+        ReturnType::Type(_, ty) if !matches!(shape, Shape::OneWay { .. }) => (**ty).clone(),
         _ => parse_quote!(()),
     };
     let mut new_sig: Signature = sig.clone();
@@ -818,14 +1079,76 @@ fn check_method(f: &TraitItemFn, errs: &mut Errors) -> Option<Method> {
     Some(Method {
         wire: wire.unwrap_or_else(|| upper_camel(&sig.ident.unraw().to_string())),
         ident: sig.ident.clone(),
-        oneway,
         docs: f.attrs.iter().filter(|a| is_doc(a)).cloned().collect(),
         ctx_ty,
-        req_ident,
-        req_ty,
-        reply_ty,
+        shape,
         item,
     })
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// A parameter after `ctx`, classified.
+enum Param<'a> {
+    /// A request, with the name the stub gives it.
+    Plain(Ident, &'a Type, &'a FnArg),
+    /// `Sender<B, T>` (`tx`) or `Receiver<B, T>`; `item` is `T`, if the type has two arguments.
+    Half {
+        tx: bool,
+        ty: &'a Type,
+        item: Option<&'a Type>,
+        arg: &'a FnArg,
+    },
+    Other(&'a FnArg),
+}
+
+impl Param<'_> {
+    /// The whole parameter, `name: Type`, for error spans.
+    fn arg(&self) -> &FnArg {
+        match self {
+            Param::Plain(_, _, a) | Param::Half { arg: a, .. } | Param::Other(a) => a,
+        }
+    }
+}
+
+/// The parameters after `ctx` of each shape.
+enum Params {
+    Request((Ident, Type)),
+    Server((Ident, Type), Type, Type),
+    Client(Type, Type),
+    Bidi(Type, Type, Type, Type),
+}
+
+fn param(arg: &FnArg) -> Param<'_> {
+    let FnArg::Typed(pt) = arg else {
+        return Param::Other(arg);
+    };
+    let ty: &Type = &pt.ty;
+    if let Some(seg) = last_segment(ty).filter(|s| s.ident == "Sender" || s.ident == "Receiver") {
+        let item = match &seg.arguments {
+            PathArguments::AngleBracketed(a) => match a.args.iter().collect::<Vec<_>>()[..] {
+                [GenericArgument::Type(_), GenericArgument::Type(t)] => Some(t),
+                _ => None,
+            },
+            _ => None,
+        };
+        return Param::Half {
+            tx: seg.ident == "Sender",
+            ty,
+            item,
+            arg,
+        };
+    }
+    let ident = match &*pt.pat {
+        // `opts` is the `_with` stubs' own parameter.
+        Pat::Ident(pi) if pi.ident != "_" && pi.ident != "opts" => {
+            Ident::new(&pi.ident.unraw().to_string(), pi.ident.span())
+        }
+        _ => Ident::new("req", Span::call_site()),
+    };
+    Param::Plain(ident, ty, arg)
 }
 
 #[cfg(test)]

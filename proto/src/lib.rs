@@ -24,6 +24,12 @@ pub mod calc {
     include!(concat!(env!("OUT_DIR"), "/calc.rs"));
 }
 
+/// `feed.PriceFeed`: the streaming rpcs `Watch` (server stream), `Upload` (client stream) and
+/// `Chat` (bidirectional), of the price-feed examples and tests/services_streams.rs.
+pub mod feed {
+    include!(concat!(env!("OUT_DIR"), "/feed.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +44,9 @@ mod tests {
         assert_eq!(calc::CalculatorServer::NAME, "calc.Calculator");
         assert_eq!(calc::CalculatorServer::METHODS, ["Add", "Div", "Log"]);
         assert_eq!(calc::CalculatorServer::ONE_WAY, ["Log"]);
+        assert_eq!(calc::CalculatorServer::STREAMS, [] as [&str; 0]);
+        assert_eq!(feed::PriceFeedServer::NAME, "feed.PriceFeed");
+        assert_eq!(feed::PriceFeedServer::STREAMS, ["Watch", "Upload", "Chat"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Shared helpers for the TCP session tests: a listener that reports every event on a channel.
+//! Shared helpers for the TCP session tests: a listener that reports every event on a channel;
+//! and for RPC tests, the server's end of a connection.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -109,4 +110,15 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The server's end of its only connection (once the server has seen it).
+pub async fn server_peer(server: &getty::rpc::RpcServer) -> getty::rpc::Peer {
+    for _ in 0..500 {
+        if let Some(p) = server.peers().pop() {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server never saw the client");
 }
