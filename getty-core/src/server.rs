@@ -151,16 +151,22 @@ impl ServerBuilder {
         })?;
         let endpoint = acceptor.endpoint_type();
         let (pool, budget) = (self.pool.clone(), self.partial_budget);
-        Ok(Server::start_custom(pool, budget, local, endpoint, move |shared| {
-            accept_loop(
-                listener,
-                Arc::new(acceptor),
-                self,
-                new_session,
-                shared,
-                local,
-            )
-        }))
+        Ok(Server::start_custom(
+            pool,
+            budget,
+            local,
+            endpoint,
+            move |shared| {
+                accept_loop(
+                    listener,
+                    Arc::new(acceptor),
+                    self,
+                    new_session,
+                    shared,
+                    local,
+                )
+            },
+        ))
     }
 }
 

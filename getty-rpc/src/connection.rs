@@ -65,6 +65,16 @@ pub(crate) struct RpcConnection {
 }
 
 impl RpcConnection {
+    /// The handle a handler gets: calls through it never outlive the served call's deadline.
+    /// Built in one go (each clone of a handle is two contended atomic increments).
+    fn peer_until(&self, s: &Session<Frame>, deadline: Option<Instant>) -> Peer {
+        Peer {
+            session: s.clone(),
+            state: self.state.clone(),
+            deadline,
+        }
+    }
+
     fn peer(&self, s: &Session<Frame>) -> Peer {
         Peer::new(s.clone(), self.state.clone())
     }
@@ -159,7 +169,7 @@ impl RpcConnection {
         let codec = f.codec;
         let span = tracing::debug_span!("rpc.serve", service = %f.service, method = %f.method, seq, peer = s.id());
         let ctx = Context {
-            peer: self.peer(s).with_deadline(deadline),
+            peer: self.peer_until(s, deadline),
             service: f.service,
             method: f.method,
             seq,
@@ -292,7 +302,7 @@ impl RpcConnection {
         let deadline =
             (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
         let codec = f.codec;
-        let peer = self.peer(s).with_deadline(deadline);
+        let peer = self.peer_until(s, deadline);
         let key = crate::machine::StreamKey { seq, ours: false };
         let (out, items) = stream::halves(&peer, key, codec, rx, deadline, Duration::MAX);
         let ctx = Context {

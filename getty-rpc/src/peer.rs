@@ -373,6 +373,7 @@ impl Peer {
                 }
             }
         };
+        let waited = started.is_err();
         let seq = match started {
             Ok(seq) => seq,
             Err(rx) => {
@@ -395,13 +396,27 @@ impl Peer {
         };
         frame.seq = seq;
         if frame.kind == Kind::Request || frame.timeout_ms > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
+            // Without a wait the whole budget is left (no clock read on the common path).
+            let left = if waited {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                timeout
+            };
             if left.is_zero() {
                 return Err(timeout_err(timeout));
             }
             frame.timeout_ms = budget_ms(left);
         }
         tracing::Span::current().record("seq", seq);
+        // The common case: room in the queue, no timer.
+        match self.session.try_send_pkg(&frame) {
+            Ok(_) => {
+                std::mem::forget(unsent);
+                return Ok(seq);
+            }
+            Err(getty_core::Error::QueueFull { .. }) => {}
+            Err(e) => return Err(encode_err(e)),
+        }
         match tokio::time::timeout_at(deadline.into(), self.session.send_pkg(&frame)).await {
             Ok(Ok(_)) => {
                 std::mem::forget(unsent);
