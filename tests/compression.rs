@@ -49,13 +49,7 @@ fn echo_router() -> Router {
     let mut r = Router::new();
     r.add_raw(
         "t.S",
-        getty::rpc::MethodInfo {
-            name: "Echo".into(),
-            request_type: "bytes".into(),
-            reply_type: "bytes".into(),
-            one_way: false,
-            codecs: vec![CodecId::Json],
-        },
+        getty::rpc::MethodInfo::unary("Echo", "bytes", "bytes", &[CodecId::Json]),
         |_: Context, body: Bytes| async move { Ok::<_, RpcError>(body) },
     );
     r

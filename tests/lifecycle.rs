@@ -195,6 +195,7 @@ async fn close_during_a_slow_new_session_callback_does_not_hang() {
 struct Fragile {
     panic_in_cron: bool,
     panic_in_open: bool,
+    panic_in_message: bool,
     closes: AtomicUsize,
     callbacks: Arc<AtomicUsize>,
     errors: Mutex<Vec<String>>,
@@ -222,7 +223,11 @@ impl EventListener<Bytes> for Fragile {
     fn on_close(&self, _s: &Session<Bytes>) {
         self.closes.fetch_add(1, Ordering::SeqCst);
     }
-    fn on_message(&self, _s: &Session<Bytes>, _pkg: Bytes) {}
+    fn on_message(&self, _s: &Session<Bytes>, _pkg: Bytes) {
+        if self.panic_in_message {
+            panic!("on_message blew up");
+        }
+    }
 }
 
 /// A reader that panics on a package starting with 0xFF.
@@ -343,6 +348,26 @@ async fn a_panic_in_on_cron_on_a_task_pool_closes_the_session_and_runs_on_close_
         Framing::LengthPrefixed,
         b"",
         Duration::from_millis(50),
+        Some(pool),
+    )
+    .await;
+}
+
+/// On a task pool too, a panicking `on_message` closes its session (inline, it always did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_on_message_on_a_task_pool_closes_the_session_and_runs_on_close_once() {
+    let l = Arc::new(Fragile {
+        panic_in_message: true,
+        ..Default::default()
+    });
+    let pool = TaskPool::new(2, 16).unwrap();
+    let mut pkg = 4u32.to_be_bytes().to_vec();
+    pkg.extend_from_slice(b"boom");
+    panic_closes_the_session_once(
+        l,
+        Framing::LengthPrefixed,
+        &pkg,
+        Duration::from_secs(3600),
         Some(pool),
     )
     .await;

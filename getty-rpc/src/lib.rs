@@ -21,6 +21,9 @@
 //!   calls, running handlers, both flow-control windows, owed frames, heartbeat policy. Events
 //!   in, actions out; property-tested by driving two machines against each other.
 //! - `connection` (internal): drives the machine as a getty-core event listener.
+//! - [`stream`]: streaming calls either way on one connection: [`StreamReceiver`] (a
+//!   `futures::Stream`), [`StreamSender`] (waits for the receiver's credit), typed
+//!   [`Receiver`] / [`Sender`], and [`StreamHandler`] for the acceptor.
 //! - [`server`] and [`client`]: [`RpcServer`] and [`RpcClient`] on any getty-core transport.
 //! - [`cluster`]: [`Cluster`], calling a service found through a getty-registry: follows its
 //!   instances, balances calls, fails over calls that were never sent, drains removed instances,
@@ -31,7 +34,7 @@
 //! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
 //! - [`middleware`]: [`Middleware`], layers on the calls an endpoint serves and makes (both
 //!   paths of both peers), and a tower adapter (feature `tower`).
-//! - [`options`]: [`RpcOptions`] (timeouts, in-flight limit, heartbeats, frame limit).
+//! - [`options`]: [`RpcOptions`] (timeouts, windows, stream credit, heartbeats, frame limit).
 
 pub mod body;
 mod builtin;
