@@ -320,12 +320,9 @@ async fn both_directions_at_once_complete_over_tls_and_websocket() {
 // Deadlines, limits and handlers
 // ---------------------------------------------------------------------------------------------
 
-/// A peer that accepts and then never reads: calls with a 100 ms deadline fail with `TIMEOUT`
-/// after about 100 ms, whether they wait for the peer's window or for room in the write queue
-/// (before, a call waited for the queue up to the 10 s write timeout).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deadline_covers_waiting_for_window_and_for_the_write_queue() {
-    let _serial = SERIAL.lock().await;
+/// A client connected to a peer that accepts, says nothing and never reads (for 30 s), and the
+/// task that holds that peer's socket.
+async fn client_of_a_silent_peer(o: RpcOptions) -> (RpcClient, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hold = tokio::spawn(async move {
@@ -333,6 +330,20 @@ async fn a_deadline_covers_waiting_for_window_and_for_the_write_queue() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(s);
     });
+    let c = RpcClient::start(Router::new(), o, |cb| {
+        ClientBuilder::new(addr.to_string()).connect_tcp(cb)
+    })
+    .unwrap();
+    c.ready().await.unwrap();
+    (c, hold)
+}
+
+/// A peer that accepts and then never reads: calls with a 100 ms deadline fail with `TIMEOUT`
+/// after about 100 ms, whether they wait for the peer's window or for room in the write queue
+/// (before, a call waited for the queue up to the 10 s write timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_covers_waiting_for_window_and_for_the_write_queue() {
+    let _serial = SERIAL.lock().await;
     let o = RpcOptions {
         session: SessionOptions {
             write_queue_len: 2,
@@ -340,11 +351,7 @@ async fn a_deadline_covers_waiting_for_window_and_for_the_write_queue() {
         },
         ..RpcOptions::default()
     };
-    let c = RpcClient::start(Router::new(), o, |cb| {
-        ClientBuilder::new(addr.to_string()).connect_tcp(cb)
-    })
-    .unwrap();
-    c.ready().await.unwrap();
+    let (c, hold) = client_of_a_silent_peer(o).await;
     let peer = c.peer().unwrap();
     let body = Bytes::from(vec![0u8; 256 * KB]);
     let mut calls = Vec::new();
@@ -605,13 +612,6 @@ async fn handlers_stop_on_cancel_and_close_returns_after_they_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_calls_fail_when_the_close_starts_not_after_the_flush() {
     let _serial = SERIAL.lock().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hold = tokio::spawn(async move {
-        let (s, _) = listener.accept().await.unwrap();
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(s);
-    });
     let o = RpcOptions {
         session: SessionOptions {
             wait_time: Duration::from_secs(5),
@@ -619,11 +619,7 @@ async fn pending_calls_fail_when_the_close_starts_not_after_the_flush() {
         },
         ..RpcOptions::default()
     };
-    let c = RpcClient::start(Router::new(), o, |cb| {
-        ClientBuilder::new(addr.to_string()).connect_tcp(cb)
-    })
-    .unwrap();
-    c.ready().await.unwrap();
+    let (c, hold) = client_of_a_silent_peer(o).await;
     let peer = c.peer().unwrap();
     let body = Bytes::from(vec![0u8; 512 * KB]);
     let calls: Vec<_> = (0..12)
