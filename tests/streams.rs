@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use getty::core::{ClientBuilder, ServerBuilder};
 use getty::rpc::{
-    CallOptions, CodecId, Context, Json, Peer, Prost, Receiver, Router, RpcClient, RpcError,
-    RpcOptions, RpcServer, Sender, Status,
+    CallOptions, Context, Json, Peer, Prost, Receiver, Router, RpcClient, RpcError, RpcOptions,
+    RpcServer, Sender, Status,
 };
 use serde::{Deserialize, Serialize};
 
@@ -251,11 +251,10 @@ async fn every_kind_both_directions_json_and_protobuf() {
     every_kind::<Prost>(&to_client, "").await;
     every_kind::<Json>(&to_client, "Json").await;
     // Both directions at once.
-    let (a, b) = tokio::join!(
+    tokio::join!(
         every_kind::<Prost>(&to_server, ""),
         every_kind::<Prost>(&to_client, "")
     );
-    let _ = (a, b);
     assert_eq!(p.server.peers().len(), 1, "all on one connection");
     eventually("streams to finish", || {
         to_server.stats().streams == 0 && to_client.stats().streams == 0
@@ -517,6 +516,5 @@ async fn a_thousand_concurrent_streams_on_one_connection() {
     assert_eq!(total.load(Ordering::Relaxed), 100_000);
     assert_eq!(p.server.peers().len(), 1);
     eventually("all streams closed", || peer.stats().streams == 0).await;
-    let _ = CodecId::Json;
     p.close().await;
 }

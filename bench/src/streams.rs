@@ -89,9 +89,7 @@ pub fn add_streams(r: &mut Router) {
 pub async fn drive_stream(peer: &Peer, load: &Load, size: usize) -> Tally {
     let one = |_| async move {
         let mut t = Tally::default();
-        let opened = peer
-            .server_stream_raw(STREAM_SERVICE, ITEMS_METHOD, load.codec, size)
-            .await;
+        let opened = open_items(peer, load.codec, size).await;
         let mut rx = match opened {
             Ok(rx) => rx,
             Err(e) => {
@@ -208,34 +206,16 @@ async fn run<F: std::future::Future<Output = Tally>>(
     total
 }
 
-trait ServerStreamRaw {
-    async fn server_stream_raw(
-        &self,
-        service: &str,
-        method: &str,
-        codec: CodecId,
-        size: usize,
-    ) -> Result<StreamReceiver, RpcError>;
-}
-
-impl ServerStreamRaw for Peer {
-    /// Opens the endless item stream: sends the item size, then half-closes.
-    async fn server_stream_raw(
-        &self,
-        service: &str,
-        method: &str,
-        codec: CodecId,
-        size: usize,
-    ) -> Result<StreamReceiver, RpcError> {
-        let (mut tx, rx) = self
-            .open_stream_raw(service, method, codec, CallOptions::new())
-            .await?;
-        let req = match codec {
-            CodecId::Json => format!("\"{size}\""),
-            _ => size.to_string(),
-        };
-        tx.send(Bytes::from(req)).await?;
-        tx.finish();
-        Ok(rx)
-    }
+/// Opens the endless item stream: sends the item size, then half-closes.
+async fn open_items(peer: &Peer, codec: CodecId, size: usize) -> Result<StreamReceiver, RpcError> {
+    let (mut tx, rx) = peer
+        .open_stream_raw(STREAM_SERVICE, ITEMS_METHOD, codec, CallOptions::new())
+        .await?;
+    let req = match codec {
+        CodecId::Json => format!("\"{size}\""),
+        _ => size.to_string(),
+    };
+    tx.send(Bytes::from(req)).await?;
+    tx.finish();
+    Ok(rx)
 }

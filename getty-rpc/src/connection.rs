@@ -411,15 +411,15 @@ impl EventListener<Frame> for RpcConnection {
         Ok(())
     }
 
-    fn on_closing(&self, s: &Session<Frame>) {
+    fn on_closing(&self, _s: &Session<Frame>) {
         // Pending calls and streams fail as soon as the close starts, not once the writer has
         // flushed (which may take the whole wait time).
-        self.fail_everything(s);
+        self.fail_everything();
     }
 
     fn on_close(&self, s: &Session<Frame>) {
         self.peers.map().remove(&s.id());
-        self.fail_everything(s);
+        self.fail_everything();
     }
 
     fn on_cron(&self, s: &Session<Frame>) {
@@ -517,7 +517,7 @@ impl Drop for Serving {
 
 impl RpcConnection {
     /// Closes the machine: every waiter, waiting caller and stream fails, every handler stops.
-    fn fail_everything(&self, _s: &Session<Frame>) {
+    fn fail_everything(&self) {
         let closed = self.state.machine().close();
         for w in closed.waiters {
             let _ = w.send(Err(RpcError::closed("connection closed")));
