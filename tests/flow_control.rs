@@ -283,6 +283,7 @@ async fn both_directions_at_once_complete_with_the_default_options() {
             (1, MB),
             (100, MB),
             (1_000, MB),
+            (10_000, MB),
         ],
         512 * MB,
     )
@@ -304,14 +305,28 @@ async fn both_directions_at_once_complete_with_small_queues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_direction_completes_with_the_default_options_and_small_queues() {
     let cases = [(10_000, 64), (10_000, 64 * KB), (300, MB)];
-    check_cases(Transport::Tcp, defaults(), false, &cases, 512 * MB).await;
+    check_cases(
+        Transport::Tcp,
+        defaults(),
+        false,
+        &[(10_000, 64), (10_000, 64 * KB), (10_000, MB)],
+        512 * MB,
+    )
+    .await;
     check_cases(Transport::Tcp, small(), false, &cases, 64 * MB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_directions_at_once_complete_over_tls_and_websocket() {
     let cases = [(10_000, 64), (1_300, 64 * KB), (20, MB)];
-    check_cases(Transport::Tls, defaults(), true, &cases, 512 * MB).await;
+    check_cases(
+        Transport::Tls,
+        defaults(),
+        true,
+        &[(10_000, 64), (10_000, 64 * KB), (1_000, MB)],
+        512 * MB,
+    )
+    .await;
     check_cases(Transport::Ws, defaults(), true, &cases, 512 * MB).await;
     check_cases(Transport::Tls, small(), true, &cases, 64 * MB).await;
 }

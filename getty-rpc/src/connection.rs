@@ -164,8 +164,7 @@ impl RpcConnection {
             Err(Refused::Overloaded) => return, // answered (or credited) by the machine
             Err(Refused::Closed) => return,
         };
-        let deadline =
-            (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
+        let deadline = arrival_deadline(s, f.timeout_ms);
         let codec = f.codec;
         let span = tracing::debug_span!("rpc.serve", service = %f.service, method = %f.method, seq, peer = s.id());
         let ctx = Context {
@@ -299,8 +298,7 @@ impl RpcConnection {
         let Ok(admitted) = admitted else {
             return; // refused (answered by the machine) or closed
         };
-        let deadline =
-            (f.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(f.timeout_ms as u64));
+        let deadline = arrival_deadline(s, f.timeout_ms);
         let codec = f.codec;
         let peer = self.peer_until(s, deadline);
         let key = crate::machine::StreamKey { seq, ours: false };
@@ -377,6 +375,12 @@ pub(crate) fn reply(state: &Arc<ConnState>, s: &Session<Frame>, mut f: Frame) {
             send_owed(&mut m, state, s, f);
         }
     }
+}
+
+/// A served call's deadline, counted from when its read arrived: the session marks that once
+/// per read, before dispatching what it read, so no call reads the clock of its own.
+fn arrival_deadline(s: &Session<Frame>, timeout_ms: u32) -> Option<Instant> {
+    (timeout_ms > 0).then(|| s.active() + Duration::from_millis(u64::from(timeout_ms)))
 }
 
 fn reply_frame(seq: u64, codec: CodecId, res: Result<Bytes, RpcError>) -> Frame {
