@@ -1,6 +1,7 @@
 //! getty-rpc's trace context through OpenTelemetry (feature `tracing-opentelemetry`): over
 //! real loopback TCP, the spans of a call, of its nested call back to the caller and of the
-//! reply are one trace, each callee's span the child of its caller's.
+//! reply are one trace, each callee's span the child of its caller's; a stream's handler
+//! continues its opener's trace too.
 
 use getty::core::{ClientBuilder, ServerBuilder};
 use getty::rpc::middleware::trace::{TraceContext, TracePropagation};
@@ -27,6 +28,13 @@ async fn one_trace_id_across_a_call_a_nested_call_back_and_the_reply() {
         let back: Option<String> = ctx.peer().call_json("t.C", "Back", &()).await?;
         Ok::<_, RpcError>((inner, back))
     });
+    sr.add_server_stream::<getty::rpc::Json, (), Option<String>, _, _>(
+        "t.S",
+        "Items",
+        |_: Context, _: (), mut out: getty::rpc::Sender<getty::rpc::Json, Option<String>>| async move {
+            out.send(&TraceContext::current().map(|c| c.trace_id_hex())).await
+        },
+    );
     let server = RpcServer::start(sr, opts(), |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
     })
@@ -51,6 +59,38 @@ async fn one_trace_id_across_a_call_a_nested_call_back_and_the_reply() {
     }
     .instrument(root)
     .await;
+    // A stream opened in another trace: its handler runs in that one.
+    let (stream_trace, item) = async {
+        use futures_util::StreamExt;
+        let t = TraceContext::current().unwrap().trace_id_hex();
+        let opts = getty::rpc::CallOptions::new();
+        let mut rx = peer
+            .server_stream::<getty::rpc::Json, (), Option<String>>("t.S", "Items", &(), opts)
+            .await
+            .unwrap();
+        let item = rx.next().await.unwrap().unwrap();
+        assert!(rx.next().await.is_none());
+        (t, item)
+    }
+    .instrument(tracing::info_span!("app.stream"))
+    .await;
+    assert_ne!(stream_trace, root_trace);
+    assert_eq!(
+        item.as_deref(),
+        Some(stream_trace.as_str()),
+        "the stream's handler"
+    );
+    // The opener's span ends on a task of its own once the end was read.
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let done = |s: &opentelemetry_sdk::trace::SpanData| {
+            s.name == "rpc.client" && s.attributes.iter().any(|kv| kv.value.as_str() == "Items")
+        };
+        while !exporter.get_finished_spans().unwrap().iter().any(done) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the stream opener's span ended");
     assert_eq!(
         s.as_deref(),
         Some(root_trace.as_str()),
@@ -93,6 +133,16 @@ async fn one_trace_id_across_a_call_a_nested_call_back_and_the_reply() {
             s.attributes
         );
     }
+    let stream_served = by("rpc.server", "Items");
+    assert_eq!(
+        format!("{}", stream_served.span_context.trace_id()),
+        stream_trace
+    );
+    assert_eq!(
+        stream_served.parent_span_id,
+        by("rpc.client", "Items").span_context.span_id(),
+        "the stream's opener is the remote parent"
+    );
     // Each callee's span descends from its caller's: app → call → served → nested → served
     // (getty's own `rpc.call` spans may sit between a caller's span and its call's).
     let descends = |child: &opentelemetry_sdk::trace::SpanData,

@@ -313,7 +313,10 @@ impl RpcConnection {
             metadata: f.metadata,
         };
         let span = tracing::debug_span!("rpc.stream", service = %ctx.service, method = %ctx.method, seq, peer = s.id());
-        let fut = handler.call(ctx, items, out);
+        // Middleware hook: the handler itself when no inbound layer is installed.
+        let kind = info.stream.unwrap_or(crate::stream::StreamKind::Bidi);
+        let fut =
+            crate::middleware::streams::serve(&self.state.layers, &handler, kind, ctx, items, out);
         self.spawn_handler(s, admitted, deadline, fut, span, move |res| match res {
             Ok(()) => Frame::stream_end(seq, true, Status::Ok, ""),
             Err(e) => {

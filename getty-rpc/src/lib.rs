@@ -32,8 +32,9 @@
 //! - [`compression`]: per-call zstd bodies (feature `zstd`), negotiated in the Hello, inflated
 //!   never past the frame limit.
 //! - `builtin` (internal): services every peer answers itself (`getty.Peer/Hello`).
-//! - [`middleware`]: [`Middleware`], layers on the calls an endpoint serves and makes (both
-//!   paths of both peers), and a tower adapter (feature `tower`).
+//! - [`middleware`]: [`Middleware`], layers on the calls an endpoint serves and makes and on
+//!   streams' opens (both paths of both peers; `middleware::streams`), and a tower adapter
+//!   (feature `tower`).
 //! - [`options`]: [`RpcOptions`] (timeouts, windows, stream credit, heartbeats, frame limit).
 
 pub mod body;

@@ -12,16 +12,20 @@
 //! Why a trait of our own and not a handler that *is* a tower `Service`: a getty handler is
 //! shared (`&self`, called from any connection at once), has no readiness step, and the same
 //! layer must also wrap outbound calls, whose end is the connection rather than a handler. The
-//! trait keeps that one shape for both paths (and, later, for a stream's open, which a layer
-//! sees as a [`Call`] of its own kind before the first frame), and costs nothing when no layer
-//! is installed: the connection then calls the handler and sends calls exactly as without this
+//! trait keeps that one shape for both paths and for a stream's open, which a layer sees as a
+//! [`Call`] of kind [`CallKind::Stream`] (see [`streams`]), and costs nothing when no layer is
+//! installed: the connection then calls the handler and sends calls exactly as without this
 //! module. Tower's layers (timeout, concurrency limit, load shed, rate limit) still apply
 //! unchanged through [`tower`](crate::middleware::tower) (feature `tower`), which runs a tower
 //! `Layer` as a `Middleware`.
 //!
+//! Streams: a stream's open passes through the same chain on both paths, before its first
+//! frame; the future a layer gets lasts the whole stream and resolves with how it ended. Layers
+//! never see its items, only their counts ([`StreamItems`]): see [`streams`] for why.
+//!
 //! Ready layers: [`BearerAuth`] (a token added outbound, checked inbound, `UNAUTHENTICATED`
 //! without it), [`PeerRateLimit`] (a token bucket per connection) and
-//! [`MethodConcurrencyLimit`] (calls of one method at once). Observability: [`TracePropagation`]
+//! [`MethodConcurrencyLimit`] (calls of one method at once); each counts a stream as one call. Observability: [`TracePropagation`]
 //! (W3C trace context in metadata; OpenTelemetry with feature `tracing-opentelemetry`) and
 //! `metrics::Metrics` (feature `metrics`: call counts, latency, in flight, connection traffic).
 //!
@@ -41,12 +45,14 @@ use crate::error::RpcError;
 use crate::frame::CodecId;
 use crate::peer::{Peer, PendingCall};
 use crate::router::Handler;
+use crate::stream::StreamKind;
 
 pub mod auth;
 pub mod concurrency;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod rate_limit;
+pub mod streams;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod trace;
@@ -54,6 +60,7 @@ pub mod trace;
 pub use auth::BearerAuth;
 pub use concurrency::MethodConcurrencyLimit;
 pub use rate_limit::PeerRateLimit;
+pub use streams::StreamItems;
 pub use trace::{TraceContext, TracePropagation};
 
 /// Which path a call is on, seen from the endpoint running the layer.
@@ -84,6 +91,18 @@ pub enum CallKind {
     /// A OneWay: nothing comes back; the outcome is `Ok(empty)` once it is handled (inbound)
     /// or queued (outbound).
     OneWay,
+    /// A stream's open (`PROTOCOL.md` section 20), of this shape: inbound the method's, as
+    /// registered; outbound what the opener asked for (`open_stream_raw` and `open_stream` say
+    /// `Bidi`: both halves are the caller's). The outcome is the stream's end: `Ok(empty)` for
+    /// a normal end, else its status (see [`streams`]).
+    Stream(StreamKind),
+}
+
+impl CallKind {
+    /// Whether this is a stream's open.
+    pub const fn is_stream(self) -> bool {
+        matches!(self, CallKind::Stream(_))
+    }
 }
 
 /// One call on its way through the layers. Layers may change any public field; the handler
@@ -98,13 +117,16 @@ pub struct Call {
     /// The call's metadata (`PROTOCOL.md` section 12): what travels with it outbound, what came
     /// with it inbound.
     pub metadata: Vec<(String, String)>,
-    /// When the caller stops waiting. Outbound it is always set (the call's timeout); a layer
-    /// may shorten it. Inbound it is the caller's budget, if it sent one.
+    /// When the caller stops waiting. Outbound it is always set for a unary call (the call's
+    /// timeout) and set for a stream with a timeout; a layer may shorten it. Inbound it is the
+    /// caller's budget, if it sent one.
     pub deadline: Option<Instant>,
-    /// The request body, in `codec`.
+    /// The request body, in `codec`; empty for a stream's open (items travel on their own).
     pub body: Bytes,
     peer: Peer,
     seq: u64,
+    /// A stream's item counts, for the layers to read at its end.
+    items: Option<StreamItems>,
 }
 
 impl Call {
@@ -112,9 +134,15 @@ impl Call {
     pub fn peer(&self) -> &Peer {
         &self.peer
     }
-    /// The request's sequence id inbound; 0 outbound (the seq is taken when it is sent).
+    /// The request's sequence id inbound (a stream's id); 0 outbound (the seq is taken when
+    /// it is sent).
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+    /// A stream's item counts so far (`None` for a unary call or a OneWay): read them once the
+    /// chain's future has resolved to see the whole stream's.
+    pub fn stream_items(&self) -> Option<&StreamItems> {
+        self.items.as_ref()
     }
     /// The first metadata value for `key`.
     pub fn meta(&self, key: &str) -> Option<&str> {
@@ -171,6 +199,62 @@ where
 }
 
 impl Call {
+    /// What the handler gets: the call as the last layer left it.
+    fn into_context(self) -> (Context, Bytes) {
+        let ctx = Context {
+            peer: self.peer.with_deadline(self.deadline),
+            service: self.service,
+            method: self.method,
+            seq: self.seq,
+            codec: self.codec,
+            deadline: self.deadline,
+            metadata: self.metadata,
+        };
+        (ctx, self.body)
+    }
+
+    /// An inbound call from a served call's context.
+    fn inbound(kind: CallKind, ctx: Context, body: Bytes, items: Option<StreamItems>) -> Call {
+        Call {
+            direction: Direction::Inbound,
+            kind,
+            service: ctx.service,
+            method: ctx.method,
+            codec: ctx.codec,
+            metadata: ctx.metadata,
+            deadline: ctx.deadline,
+            body,
+            peer: ctx.peer,
+            seq: ctx.seq,
+            items,
+        }
+    }
+
+    /// An outbound stream's open, before its first frame.
+    pub(crate) fn stream_out(
+        peer: &Peer,
+        kind: StreamKind,
+        service: &str,
+        method: &str,
+        codec: CodecId,
+        metadata: Vec<(String, String)>,
+        deadline: Option<Instant>,
+    ) -> Call {
+        Call {
+            direction: Direction::Outbound,
+            kind: CallKind::Stream(kind),
+            service: service.to_string(),
+            method: method.to_string(),
+            codec,
+            metadata,
+            deadline,
+            body: Bytes::new(),
+            peer: peer.clone(),
+            seq: 0,
+            items: Some(StreamItems::default()),
+        }
+    }
+
     /// Answers the call here with `status` (the layer refuses it): the message names the
     /// method, then `why`.
     pub fn refuse(
@@ -206,6 +290,10 @@ pub struct Next {
 enum End {
     Handler(Arc<dyn Handler>),
     Send,
+    /// A stream handler with its halves (inbound stream open).
+    Stream(Arc<streams::ServeEnd>),
+    /// Opening the stream, handing its halves to the opener (outbound stream open).
+    Open(Arc<streams::OpenEnd>),
 }
 
 impl Next {
@@ -224,18 +312,12 @@ impl Next {
         }
         match self.end {
             End::Handler(h) => {
-                let ctx = Context {
-                    peer: call.peer.with_deadline(call.deadline),
-                    service: call.service,
-                    method: call.method,
-                    seq: call.seq,
-                    codec: call.codec,
-                    deadline: call.deadline,
-                    metadata: call.metadata,
-                };
-                h.call(ctx, call.body)
+                let (ctx, body) = call.into_context();
+                h.call(ctx, body)
             }
             End::Send => Box::pin(send(call)),
+            End::Stream(s) => s.run(call),
+            End::Open(o) => o.run(call),
         }
     }
 }
@@ -322,22 +404,12 @@ pub(crate) fn serve(
     let Some(chain) = &layers.inbound else {
         return handler.call(ctx, body);
     };
-    let call = Call {
-        direction: Direction::Inbound,
-        kind: if two_way {
-            CallKind::Unary
-        } else {
-            CallKind::OneWay
-        },
-        service: ctx.service,
-        method: ctx.method,
-        codec: ctx.codec,
-        metadata: ctx.metadata,
-        deadline: ctx.deadline,
-        body,
-        peer: ctx.peer,
-        seq: ctx.seq,
+    let kind = if two_way {
+        CallKind::Unary
+    } else {
+        CallKind::OneWay
     };
+    let call = Call::inbound(kind, ctx, body, None);
     Next {
         chain: chain.clone(),
         at: 0,
@@ -370,6 +442,7 @@ pub(crate) fn outbound(
         body,
         peer: peer.clone(),
         seq: 0,
+        items: None,
     };
     Next {
         chain: chain.clone(),
@@ -439,6 +512,10 @@ async fn send(call: Call) -> Result<Bytes, RpcError> {
                 .await?
                 .await
         }
+        // A stream's open ends in `End::Open`: a layer that made a call one opens nothing.
+        CallKind::Stream(_) => Err(RpcError::internal(
+            "a layer turned a call into a stream's open",
+        )),
         CallKind::OneWay => peer
             .notify_at(
                 service,

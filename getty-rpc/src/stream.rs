@@ -7,6 +7,9 @@
 //! opener's receiver cancels the stream; the acceptor's handler returning ends the whole stream
 //! with its outcome; the stream's deadline covers all of it; the connection closing fails every
 //! open stream on both ends at once.
+//!
+//! Layers ([`middleware`](crate::middleware)) see a stream's open on both paths and its outcome;
+//! they do not see its items (only their counts, [`StreamItems`]): see `middleware/streams.rs`.
 
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -23,6 +26,7 @@ use crate::body::BodyCodec;
 use crate::error::RpcError;
 use crate::frame::{CodecId, Frame};
 use crate::machine::{Await, SendCredit, StreamKey};
+use crate::middleware::StreamItems;
 use crate::peer::{CallOptions, ConnState, Peer, settle};
 use crate::router::BoxFuture;
 use crate::status::Status;
@@ -70,12 +74,33 @@ pub struct StreamReceiver {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     done: bool,
+    /// With layers installed: the item count they read at the end.
+    tap: Option<StreamItems>,
+    /// The opener's layers wait here for the stream's outcome (what this half saw of its end).
+    outcome: Option<oneshot::Sender<Result<(), RpcError>>>,
 }
 
 impl StreamReceiver {
     /// The stream's id (the opener's seq).
     pub fn id(&self) -> u64 {
         self.key.seq
+    }
+
+    /// Attaches the layers' item count and (opener) where the outcome goes.
+    pub(crate) fn tap(
+        &mut self,
+        items: Option<StreamItems>,
+        outcome: Option<oneshot::Sender<Result<(), RpcError>>>,
+    ) {
+        self.tap = items;
+        self.outcome = outcome;
+    }
+
+    /// Tells the opener's layers how the stream ended, once.
+    fn report(&mut self, r: Result<(), RpcError>) {
+        if let Some(tx) = self.outcome.take() {
+            let _ = tx.send(r);
+        }
     }
 
     fn give_up(&mut self) {
@@ -103,6 +128,9 @@ impl Stream for StreamReceiver {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Event::Item(b))) => {
+                if let Some(t) = &self.tap {
+                    t.received_one();
+                }
                 let mut m = self.state.machine();
                 m.consumed(self.key, b.len() as u64);
                 settle(&mut m, &self.state, &self.session);
@@ -110,14 +138,18 @@ impl Stream for StreamReceiver {
             }
             Poll::Ready(Some(Event::End(Status::Ok, _))) => {
                 self.done = true;
+                self.report(Ok(()));
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Event::End(status, msg))) => {
                 self.done = true;
-                Poll::Ready(Some(Err(RpcError::new(status, msg))))
+                let e = RpcError::new(status, msg);
+                self.report(Err(e.clone()));
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 self.done = true;
+                self.report(Err(closed()));
                 Poll::Ready(Some(Err(closed())))
             }
             Poll::Pending => {
@@ -126,10 +158,10 @@ impl Stream for StreamReceiver {
                 {
                     self.give_up();
                     let t = self.timeout;
-                    return Poll::Ready(Some(Err(RpcError::new(
-                        Status::Timeout,
-                        format!("stream not finished within {t:?}"),
-                    ))));
+                    let e =
+                        RpcError::new(Status::Timeout, format!("stream not finished within {t:?}"));
+                    self.report(Err(e.clone()));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Pending
             }
@@ -140,6 +172,12 @@ impl Stream for StreamReceiver {
 impl Drop for StreamReceiver {
     fn drop(&mut self) {
         // The opener dropping its receiver cancels the stream (the acceptor is told).
+        if !self.done {
+            self.report(Err(RpcError::new(
+                Status::Cancelled,
+                "the receiver was dropped before the stream ended",
+            )));
+        }
         self.give_up();
     }
 }
@@ -152,9 +190,16 @@ pub struct StreamSender {
     codec: CodecId,
     deadline: Option<Instant>,
     ended: bool,
+    /// With layers installed: the item count they read at the end.
+    tap: Option<StreamItems>,
 }
 
 impl StreamSender {
+    /// Attaches the layers' item count.
+    pub(crate) fn tap(&mut self, items: Option<StreamItems>) {
+        self.tap = items;
+    }
+
     /// The stream's id (the opener's seq).
     pub fn id(&self) -> u64 {
         self.key.seq
@@ -202,7 +247,11 @@ impl StreamSender {
                 .map_err(|_| RpcError::new(Status::Timeout, "the write queue stayed full"))?,
             None => send.await,
         };
-        r.map(|_| ()).map_err(RpcError::from)
+        r.map_err(RpcError::from)?;
+        if let Some(t) = &self.tap {
+            t.sent_one();
+        }
+        Ok(())
     }
 
     /// Ends this side's items (the opener's half-close); the acceptor's side ends when its
@@ -249,6 +298,7 @@ pub(crate) fn halves(
         codec,
         deadline,
         ended: false,
+        tap: None,
     };
     let receiver = StreamReceiver {
         rx,
@@ -261,6 +311,8 @@ pub(crate) fn halves(
             .map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
         timeout,
         done: false,
+        tap: None,
+        outcome: None,
     };
     (sender, receiver)
 }
@@ -269,8 +321,23 @@ impl Peer {
     /// Opens a stream to `service`/`method` on the other end and returns both halves (for any
     /// kind: a server stream sends one item and finishes, a client stream reads one reply).
     /// Without `opts.timeout` a stream has no deadline of its own (only a served call's).
+    /// Layers see it as a [`CallKind::Stream`](crate::CallKind::Stream) of kind `Bidi`: both
+    /// halves are the caller's to use.
     pub async fn open_stream_raw(
         &self,
+        service: &str,
+        method: &str,
+        codec: CodecId,
+        opts: CallOptions,
+    ) -> Result<(StreamSender, StreamReceiver), RpcError> {
+        self.open_kind(StreamKind::Bidi, service, method, codec, opts)
+            .await
+    }
+
+    /// [`open_stream_raw`](Self::open_stream_raw) telling the layers which kind it opens.
+    pub(crate) async fn open_kind(
+        &self,
+        kind: StreamKind,
         service: &str,
         method: &str,
         codec: CodecId,
@@ -281,6 +348,34 @@ impl Peer {
         if let Some(d) = self.deadline {
             deadline = Some(deadline.map_or(d, |x| x.min(d)));
         }
+        // Middleware hook: with outbound layers the open runs through them (middleware/streams.rs).
+        if let Some(chain) = self.state.layers.outbound_chain() {
+            let call = crate::middleware::Call::stream_out(
+                self,
+                kind,
+                service,
+                method,
+                codec,
+                opts.metadata,
+                deadline,
+            );
+            return crate::middleware::streams::open(chain, call).await;
+        }
+        self.open_at(service, method, codec, opts.metadata, deadline, now)
+            .await
+    }
+
+    /// Sends the StreamOpen (once the peer is known to take streams) and builds the halves;
+    /// `now` is when the stream's timeout started.
+    pub(crate) async fn open_at(
+        &self,
+        service: &str,
+        method: &str,
+        codec: CodecId,
+        metadata: Vec<(String, String)>,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Result<(StreamSender, StreamReceiver), RpcError> {
         let timeout = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
         // Whether the peer takes streams is known from its first frame.
         let wait_until = deadline.unwrap_or(now + self.state.opts.default_timeout);
@@ -310,7 +405,7 @@ impl Peer {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let mut frame = Frame::stream_open(0, codec, service, method);
-        frame.metadata = opts.metadata;
+        frame.metadata = metadata;
         // A budget travels only with a deadline.
         frame.timeout_ms = u32::from(deadline.is_some());
         let far = now + Duration::from_secs(365 * 24 * 3600);
@@ -337,8 +432,22 @@ impl Peer {
     where
         B: BodyCodec<Out> + BodyCodec<In>,
     {
+        self.open_typed(StreamKind::Bidi, service, method, opts)
+            .await
+    }
+
+    async fn open_typed<B, Out, In>(
+        &self,
+        kind: StreamKind,
+        service: &str,
+        method: &str,
+        opts: CallOptions,
+    ) -> Result<(Sender<B, Out>, Receiver<B, In>), RpcError>
+    where
+        B: BodyCodec<Out> + BodyCodec<In>,
+    {
         let codec = opts.codec.unwrap_or(<B as BodyCodec<Out>>::CODECS[0]);
-        let (tx, rx) = self.open_stream_raw(service, method, codec, opts).await?;
+        let (tx, rx) = self.open_kind(kind, service, method, codec, opts).await?;
         Ok((Sender::new(tx, codec), Receiver::new(rx, codec)))
     }
 
@@ -353,10 +462,17 @@ impl Peer {
     where
         B: BodyCodec<Req> + BodyCodec<Item>,
     {
-        let (mut tx, rx) = self
-            .open_stream::<B, Req, Item>(service, method, opts)
+        let (mut tx, mut rx) = self
+            .open_typed::<B, Req, Item>(StreamKind::Server, service, method, opts)
             .await?;
-        tx.send(req).await?;
+        if let Err(e) = tx.send(req).await {
+            // A stream the acceptor already ended (a refused open) says why in its receiver.
+            use futures_util::{FutureExt, StreamExt};
+            return Err(match rx.next().now_or_never() {
+                Some(Some(Err(end))) => end,
+                _ => e,
+            });
+        }
         tx.finish();
         Ok(rx)
     }
@@ -371,7 +487,7 @@ impl Peer {
     where
         B: BodyCodec<Item> + BodyCodec<Resp>,
     {
-        self.open_stream::<B, Item, Resp>(service, method, opts)
+        self.open_typed::<B, Item, Resp>(StreamKind::Client, service, method, opts)
             .await
     }
 }

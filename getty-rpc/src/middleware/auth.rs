@@ -1,6 +1,10 @@
 //! Bearer-token authentication: the same layer adds the token to the calls an endpoint makes
 //! and checks it on the calls it serves, refusing a call without it with `UNAUTHENTICATED`
 //! (the handler never runs, the connection stays up).
+//!
+//! A stream's open is checked the same way: opened without the token, it ends at once with
+//! `UNAUTHENTICATED` before its handler runs, and the connection's other calls and streams go
+//! on. Its items carry no token (they belong to the open that was checked).
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -1,6 +1,10 @@
 //! A server-side concurrency limit per method: at most `n` calls of a method run at once on an
 //! endpoint (over all its connections); more are refused with `OVERLOADED` at once rather
 //! than queued, so they neither hold window nor wait past their deadline unseen.
+//!
+//! A stream counts as one call of its method for its whole life: its open takes a permit and
+//! the stream's end returns it, so `n` bounds the streams of a method open at once (an open
+//! past it ends at once with `OVERLOADED`).
 
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! Per-peer rate limiting: a token bucket for each connection, so one chatty peer is slowed
 //! without touching the others. Calls over the rate are refused with `OVERLOADED` at once (the
 //! handler never runs); a peer's bucket goes when its connection closes.
+//!
+//! A stream's open counts as one call (one token); its items take none, since their rate is
+//! already held to the receiver's credit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

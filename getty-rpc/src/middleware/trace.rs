@@ -1,5 +1,5 @@
-//! W3C trace context on every call: the caller's `traceparent`/`tracestate` travel in the
-//! call's metadata (both directions: a server calling its client back is a caller too), and
+//! W3C trace context on every call and stream: the caller's `traceparent`/`tracestate` travel
+//! in the call's (or the stream open's) metadata (both directions: a server calling its client back is a caller too), and
 //! the callee's span continues the caller's trace.
 //!
 //! The trace of the code running now is [`TraceContext::current`]: inside a handler, the
