@@ -1,7 +1,7 @@
 //! The session's deframing loop over arbitrary bytes cut into arbitrary chunks, with the two
 //! readers that ship: getty-core's `LengthPrefixed` and getty-rpc's `FrameCodec`.
 //!
-//! The loop mirrors `getty-core/src/driver.rs` (`read_loop` + `Deframer::step`, which are
+//! The loop mirrors `getty-core/src/session/driver.rs` (`read_loop` + `Deframer::step`, which are
 //! private): append a chunk, take whole packages off the front, check the announced length
 //! against the max message length *before* reserving room for it. Checked here:
 //! - the public `Reader` contract: never panics; `Package.len` is in `1..=buffered`;

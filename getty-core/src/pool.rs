@@ -39,7 +39,7 @@ impl TaskPool {
                     let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
                     let Some(job) = job else { return };
                     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-                        let panic = crate::callbacks::panic_message(&*p);
+                        let panic = crate::session::callbacks::panic_message(&*p);
                         tracing::error!(%panic, "task pool job panicked");
                     }
                 }

@@ -1,4 +1,16 @@
-//! What kind of endpoint a session belongs to, as getty's `EndPointType`.
+//! Endpoints, the owners of sessions: a [`Server`](server::Server) with its accept loop, a
+//! [`Client`](client::Client) that keeps N connections with reconnect, and what kind of
+//! endpoint a session belongs to (this file, as getty's `EndPointType`).
+//!
+//! - `server.rs`: the accept loop, the session cap and close shared by every transport.
+//! - `client.rs`: the dial supervisor with back-off.
+//! - `sessions.rs` (internal): an endpoint's set of live sessions, which its close waits for.
+//! - `budget.rs` (internal): a server's cap on the bytes its sessions hold in partial packages.
+
+pub(crate) mod budget;
+pub mod client;
+pub mod server;
+pub(crate) mod sessions;
 
 use std::fmt;
 

@@ -26,13 +26,13 @@ use tokio_util::task::TaskTracker;
 
 use futures_util::FutureExt;
 
-use crate::budget::{Charge, PartialBudget};
-use crate::callbacks::{panic_message, run_all};
 use crate::codec::{DeframeError, Deframer, Step};
-use crate::config::SessionConfig;
+use crate::endpoint::budget::{Charge, PartialBudget};
 use crate::error::{Error, Result};
-use crate::listener::EventListener;
 use crate::pool::TaskPool;
+use crate::session::callbacks::{panic_message, run_all};
+use crate::session::config::SessionConfig;
+use crate::session::listener::EventListener;
 use crate::session::{NewInner, Session, WriteReq};
 
 /// What one read produced.
@@ -95,7 +95,7 @@ pub(crate) struct Opened<P, S, K> {
 /// Builds the session from the callback's settings and calls `on_open`.
 pub(crate) fn open<P, S, K>(
     mut cfg: SessionConfig<P>,
-    new_session: &crate::config::NewSessionCallback<P>,
+    new_session: &crate::session::config::NewSessionCallback<P>,
     source: S,
     sink: K,
     needs_peer: bool,

@@ -28,13 +28,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::client::{Client, ClientBuilder, Connected, Connector, dial_tcp};
-use crate::config::NewSessionCallback;
 use crate::endpoint::EndpointType;
+use crate::endpoint::client::{Client, ClientBuilder, Connected, Connector, dial_tcp};
+use crate::endpoint::server::{Acceptor, Server, ServerBuilder};
 use crate::error::{Error, Result};
 use crate::options::SocketOptions;
-use crate::server::{Acceptor, Server, ServerBuilder};
-use crate::stream::{StreamSink, StreamSource};
+use crate::session::config::NewSessionCallback;
+use crate::transport::stream::{StreamSink, StreamSource};
 
 /// The crypto provider of every config this module builds: *ring*.
 pub fn crypto_provider() -> Arc<CryptoProvider> {

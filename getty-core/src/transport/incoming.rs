@@ -17,14 +17,14 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 
-use crate::client::{Client, ClientBuilder, Connected, Connector};
-use crate::config::{NewSessionCallback, SessionConfig};
-use crate::driver::{Sink, Source};
 use crate::endpoint::EndpointType;
+use crate::endpoint::client::{Client, ClientBuilder, Connected, Connector};
+use crate::endpoint::server::{Server, ServerBuilder, Shared, Slot, run_session};
 use crate::error::{Error, Result};
-use crate::server::{Server, ServerBuilder, Shared, Slot, run_session};
+use crate::session::config::{NewSessionCallback, SessionConfig};
+use crate::session::driver::{Sink, Source};
 use crate::session::next_id;
-use crate::stream::{StreamSink, StreamSource};
+use crate::transport::stream::{StreamSink, StreamSource};
 
 /// A connection getty can run a session on: any byte stream.
 pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

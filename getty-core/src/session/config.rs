@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::codec::tokio_codec::{DecodeHalf, EncodeHalf, TokioCodec};
 use crate::codec::{Deframer, ReadWriter, Reader, Writer};
 use crate::endpoint::EndpointType;
-use crate::listener::EventListener;
 use crate::options::SessionOptions;
-use crate::tokio_codec::{DecodeHalf, EncodeHalf, TokioCodec};
+use crate::session::listener::EventListener;
 
 /// Called once per new connection; return `Err` to reject it (the socket is closed, no
 /// `on_close`). It must set a codec and an event listener.

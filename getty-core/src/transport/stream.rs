@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 
-use crate::driver::{Input, Sink, Source};
+use crate::session::driver::{Input, Sink, Source};
 use crate::session::{WriteKind, WriteReq};
 
 pub(crate) struct StreamSource<R>(pub(crate) R);

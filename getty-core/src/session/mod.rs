@@ -1,8 +1,21 @@
-//! The session handle: one per connection, cheap to clone, usable from any task.
+//! One connection: the session handle (this file), and what runs and describes it.
 //!
 //! The handle never touches the socket. Reads belong to the session task and writes to the
 //! writer task (see `driver.rs`); the handle encodes on the caller and queues bytes, so many
 //! tasks may write at once and packages never interleave.
+//!
+//! - `driver.rs` (internal): the session task and the writer task, shared by every transport.
+//! - `config.rs`: [`SessionConfig`](config::SessionConfig), what the new-session callback sets.
+//! - `listener.rs`: [`EventListener`](listener::EventListener), the events a session reports.
+//! - `attributes.rs`, `stats.rs`: the per-session attribute map and counters.
+//! - `callbacks.rs` (internal): close callbacks, run once when the session ends.
+
+pub mod attributes;
+pub(crate) mod callbacks;
+pub mod config;
+pub(crate) mod driver;
+pub mod listener;
+pub mod stats;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,13 +27,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::attributes::{AttrKey, Attributes};
-use crate::callbacks::CloseCallbacks;
 use crate::codec::Writer;
 use crate::endpoint::EndpointType;
 use crate::error::{Error, Result};
 use crate::options::SessionOptions;
-use crate::stats::{Stats, StatsSnapshot};
+use crate::session::attributes::{AttrKey, Attributes};
+use crate::session::callbacks::CloseCallbacks;
+use crate::session::stats::{Stats, StatsSnapshot};
 
 /// One unit of work for the writer task.
 pub(crate) struct WriteReq {

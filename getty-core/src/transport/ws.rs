@@ -34,15 +34,15 @@ use tokio_tungstenite::tungstenite::http::{StatusCode, Uri};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
 
-use crate::client::{Client, ClientBuilder, Connected, Connector, dial_tcp};
-use crate::config::NewSessionCallback;
-use crate::driver::{Input, Sink, Source};
 use crate::endpoint::EndpointType;
+use crate::endpoint::client::{Client, ClientBuilder, Connected, Connector, dial_tcp};
+use crate::endpoint::server::{Acceptor, Server, ServerBuilder};
 use crate::error::{Error, Result};
 use crate::options::SocketOptions;
-use crate::server::{Acceptor, Server, ServerBuilder};
+use crate::session::config::NewSessionCallback;
+use crate::session::driver::{Input, Sink, Source};
 use crate::session::{WriteKind, WriteReq};
-use crate::tls::{TlsClientConfig, TlsConnect, TlsServerConfig};
+use crate::transport::tls::{TlsClientConfig, TlsConnect, TlsServerConfig};
 
 /// Longest HTTP request head the server reads before answering 431.
 const MAX_REQUEST_HEAD: usize = 16 << 10;
@@ -246,7 +246,7 @@ impl ServerLayer for tokio_rustls::TlsAcceptor {
     type Stream = tokio_rustls::server::TlsStream<TcpStream>;
     const ENDPOINT: EndpointType = EndpointType::WssServer;
     async fn wrap(&self, tcp: TcpStream) -> Result<Self::Stream> {
-        crate::tls::accept(self, tcp).await
+        crate::transport::tls::accept(self, tcp).await
     }
 }
 

@@ -14,15 +14,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{NewSessionCallback, SessionConfig};
-use crate::driver::{self, Runtime, Sink, Source};
 use crate::endpoint::EndpointType;
+use crate::endpoint::sessions::SessionSet;
 use crate::error::{Error, Result};
 use crate::options::{SessionOptions, SocketOptions};
 use crate::pool::TaskPool;
+use crate::session::config::{NewSessionCallback, SessionConfig};
+use crate::session::driver::{self, Runtime, Sink, Source};
 use crate::session::{Session, next_id};
-use crate::sessions::SessionSet;
-use crate::stream::{StreamSink, TcpSource};
+use crate::transport::stream::{StreamSink, TcpSource};
 
 /// Turns an accepted TCP connection into a transport (identity for TCP; TLS or WebSocket
 /// handshakes for the others).
@@ -337,7 +337,7 @@ pub(crate) async fn run_session<P: Send + 'static, S: Source, K: Sink>(
 
 impl<P: Send + 'static> Server<P> {
     /// A server whose accept loop is `accept` (the TCP listener's, or that of a transport with
-    /// a listener of its own, see `incoming.rs`), with the session set, slots and tasks every
+    /// a listener of its own, see `transport/incoming.rs`), with the session set, slots and tasks every
     /// server has. `local` is what `local_addr` reports.
     pub(crate) fn start_custom<F, Fut>(
         pool: Option<TaskPool>,
@@ -358,7 +358,7 @@ impl<P: Send + 'static> Server<P> {
                 tracker: TaskTracker::new(),
                 pool,
                 budget: (partial_budget > 0)
-                    .then(|| crate::budget::PartialBudget::new(partial_budget)),
+                    .then(|| crate::endpoint::budget::PartialBudget::new(partial_budget)),
             },
         });
         let accept = shared.rt.tracker.spawn(accept(shared.clone()));

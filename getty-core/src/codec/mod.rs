@@ -1,7 +1,10 @@
 //! Pluggable framing: getty's `Reader`/`Writer` pair, and the session's internal deframer that
-//! also accepts a `tokio_util::codec` pair (see [`crate::tokio_codec`]).
+//! also accepts a `tokio_util::codec` pair (see [`crate::codec::tokio_codec`]).
 //!
 //! Framing is sans-io: a reader sees bytes and says what they hold; it never touches a socket.
+
+pub mod length_prefixed;
+pub mod tokio_codec;
 
 use std::sync::Arc;
 
@@ -71,7 +74,7 @@ pub(crate) enum Deframer<P> {
 pub(crate) enum Step<P> {
     Package(P),
     /// `pkg_len`: the whole package's length when the reader already knows it. The session
-    /// reserves room for it once its partial-package budget allows (see `budget.rs`).
+    /// reserves room for it once its partial-package budget allows (see `endpoint/budget.rs`).
     NeedMore {
         pkg_len: Option<usize>,
     },

@@ -22,14 +22,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
-use crate::client::ClientBuilder;
-use crate::config::{NewSessionCallback, SessionConfig};
-use crate::driver::{self, Input, Runtime, Sink, Source};
 use crate::endpoint::EndpointType;
+use crate::endpoint::client::ClientBuilder;
+use crate::endpoint::server::ServerBuilder;
 use crate::error::{Error, Result};
 use crate::options::{SessionOptions, SocketOptions};
 use crate::pool::TaskPool;
-use crate::server::ServerBuilder;
+use crate::session::config::{NewSessionCallback, SessionConfig};
+use crate::session::driver::{self, Input, Runtime, Sink, Source};
 use crate::session::{Session, WriteKind, WriteReq, next_id};
 
 /// Largest receive buffer: any UDP payload fits.

@@ -13,13 +13,13 @@ use futures_util::stream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::client::{Client, ClientBuilder, Connected, Connector};
-use crate::config::NewSessionCallback;
 use crate::endpoint::EndpointType;
+use crate::endpoint::client::{Client, ClientBuilder, Connected, Connector};
+use crate::endpoint::server::{Server, ServerBuilder};
 use crate::error::{Error, Result};
-use crate::incoming::NO_ADDR;
-use crate::server::{Server, ServerBuilder};
-use crate::stream::{StreamSink, StreamSource};
+use crate::session::config::NewSessionCallback;
+use crate::transport::incoming::NO_ADDR;
+use crate::transport::stream::{StreamSink, StreamSource};
 
 /// The socket path of an address: `unix://` stripped if present.
 pub fn unix_path(addr: &str) -> &Path {

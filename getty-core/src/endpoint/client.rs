@@ -25,15 +25,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{NewSessionCallback, SessionConfig};
-use crate::driver::{self, Runtime, Sink, Source};
 use crate::endpoint::EndpointType;
+use crate::endpoint::sessions::SessionSet;
 use crate::error::{Error, Result};
 use crate::options::{SessionOptions, SocketOptions};
 use crate::pool::TaskPool;
+use crate::session::config::{NewSessionCallback, SessionConfig};
+use crate::session::driver::{self, Runtime, Sink, Source};
 use crate::session::{Session, next_id};
-use crate::sessions::SessionSet;
-use crate::stream::{StreamSink, TcpSource};
+use crate::transport::stream::{StreamSink, TcpSource};
 
 /// A dialled, ready transport with its addresses.
 pub(crate) struct Connected<S, K> {
