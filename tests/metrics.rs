@@ -2,7 +2,6 @@
 //! scraped over HTTP from a Prometheus endpoint (`metrics-exporter-prometheus`), shows the
 //! exact counts.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,42 +13,13 @@ use getty::rpc::{CallOptions, Context, Json, Router, RpcClient, RpcError, RpcOpt
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One sample line: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (head, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match head.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (head, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once('=')?;
-                    Some((k.to_string(), v.trim_matches('"').to_string()))
-                })
-                .collect();
-            Some((name.to_string(), labels, value.parse().ok()?))
-        })
-        .collect()
-}
+#[path = "common/prometheus.rs"]
+mod prometheus;
+use prometheus::{Sample, matching, parse};
 
 /// The value of the one sample of `name` whose labels include `want`.
 fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
-    let hits: Vec<_> = samples
-        .iter()
-        .filter(|(n, l, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect();
+    let hits = matching(samples, name, want);
     assert_eq!(hits.len(), 1, "{name} {want:?}: {hits:?}");
     hits[0].2
 }

@@ -4,7 +4,6 @@
 //! and the connection goes on; the ready limits count a stream as a call; one trace id across a
 //! stream, its nested stream back and the items; exact stream metrics of a known workload.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -528,42 +527,13 @@ async fn one_trace_across_a_stream_its_nested_stream_back_and_the_items() {
     server.close().await;
 }
 
-/// One Prometheus sample line: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (head, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match head.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (head, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once('=')?;
-                    Some((k.to_string(), v.trim_matches('"').to_string()))
-                })
-                .collect();
-            Some((name.to_string(), labels, value.parse().ok()?))
-        })
-        .collect()
-}
+#[path = "common/prometheus.rs"]
+mod prometheus;
+use prometheus::{Sample, matching, parse};
 
 /// The value of the one sample of `name` whose labels include `want` (0 when there is none).
 fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
-    let hits: Vec<_> = samples
-        .iter()
-        .filter(|(n, l, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect();
+    let hits = matching(samples, name, want);
     assert!(hits.len() <= 1, "{name} {want:?}: {hits:?}");
     hits.first().map_or(0.0, |h| h.2)
 }
