@@ -25,8 +25,9 @@
 //!
 //! Ready layers: [`BearerAuth`] (a token added outbound, checked inbound, `UNAUTHENTICATED`
 //! without it), [`PeerRateLimit`] (a token bucket per connection) and
-//! [`MethodConcurrencyLimit`] (calls of one method at once); each counts a stream as one call. Observability: [`TracePropagation`]
-//! (W3C trace context in metadata; OpenTelemetry with feature `tracing-opentelemetry`) and
+//! [`MethodConcurrencyLimit`] (calls of one method at once); each counts a stream as one
+//! call. Observability: [`TracePropagation`] (W3C trace context in metadata; OpenTelemetry
+//! with feature `tracing-opentelemetry`) and
 //! `metrics::Metrics` (feature `metrics`: call counts, latency, in flight, connection traffic).
 //!
 //! Not layered: the built-in `getty.` services (Hello, reflection) and heartbeats, which are
