@@ -62,11 +62,9 @@ impl EventListener<Bytes> for EchoClient {
 }
 
 fn options() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_millis(500),
-        max_msg_len: 64 << 10,
-        ..Default::default()
-    }
+    SessionOptions::default()
+        .cron_period(Duration::from_millis(500))
+        .max_msg_len(64 << 10)
 }
 
 fn configure(l: Arc<dyn EventListener<Bytes>>) -> getty::core::NewSessionCallback<Bytes> {

@@ -43,11 +43,9 @@ impl EventListener<Bytes> for EchoClient {
 }
 
 fn options() -> SessionOptions {
-    SessionOptions {
+    SessionOptions::default()
         // Longer datagrams are dropped and counted in stats().dropped_pkgs.
-        max_msg_len: 8 << 10,
-        ..Default::default()
-    }
+        .max_msg_len(8 << 10)
 }
 
 fn configure(l: Arc<dyn EventListener<Bytes>>) -> getty::core::NewSessionCallback<Bytes> {

@@ -25,10 +25,7 @@ const FILE: usize = 1024 * 1024;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The receiver grants this many items per stream before it must consume some.
-    let opts = RpcOptions {
-        stream_window_items: 8,
-        ..RpcOptions::default()
-    };
+    let opts = RpcOptions::default().stream_window_items(8);
     let mut r = Router::new();
     PriceFeedServer::register(
         &mut r,

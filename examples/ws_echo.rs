@@ -20,12 +20,10 @@ use getty::core::{ClientBuilder, ServerBuilder, SessionOptions};
 const PATH: &str = "/echo";
 
 fn options() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_millis(200),
+    SessionOptions::default()
+        .cron_period(Duration::from_millis(200))
         // Also the WebSocket layer's message and frame limit.
-        max_msg_len: 64 << 10,
-        ..Default::default()
-    }
+        .max_msg_len(64 << 10)
 }
 
 async fn run_client(url: &str, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {

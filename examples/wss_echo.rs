@@ -26,11 +26,9 @@ use getty::core::{ClientBuilder, ServerBuilder, SessionOptions, TlsClientConfig,
 const PATH: &str = "/echo";
 
 fn options() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_secs(1),
-        max_msg_len: 64 << 10,
-        ..Default::default()
-    }
+    SessionOptions::default()
+        .cron_period(Duration::from_secs(1))
+        .max_msg_len(64 << 10)
 }
 
 async fn serve(

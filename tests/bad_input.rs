@@ -440,11 +440,7 @@ async fn bursts_of_100k_tiny_frames_keep_memory_bounded_and_others_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ping_and_every_refused_request_of_a_100k_burst_is_answered() {
     let _serial = SERIAL.lock().await;
-    let srv = server(RpcOptions {
-        inline_first_poll: false,
-        ..opts()
-    })
-    .await;
+    let srv = server(opts().inline_first_poll(false)).await;
     let (pongs, _, _) = burst(&srv, many(Frame::ping), N).await;
     let (unknown, _, _) = burst(
         &srv,
@@ -477,10 +473,7 @@ async fn frame_limit_at_the_limit_passes_one_byte_over_closes_and_a_sender_refus
     let _serial = SERIAL.lock().await;
     capture_logs();
     let limit = 1024;
-    let o = RpcOptions {
-        max_frame: limit,
-        ..opts()
-    };
+    let o = opts().max_frame(limit);
     let srv = server(o.clone()).await;
     let healthy = healthy(srv.local_addr(), 1).await;
     let empty =
@@ -545,10 +538,7 @@ async fn frame_limit_at_the_limit_passes_one_byte_over_closes_and_a_sender_refus
 async fn in_flight_limit_is_enforced_per_connection_over_real_sockets() {
     let _serial = SERIAL.lock().await;
     let limit = 4;
-    let o = RpcOptions {
-        max_inflight: limit,
-        ..opts()
-    };
+    let o = opts().max_inflight(limit);
     let srv = server(o.clone()).await;
     let connect = || {
         let a = srv.local_addr().to_string();
@@ -700,13 +690,7 @@ async fn a_header_within_the_limit_reserves_at_most_the_limit_and_a_stalled_body
     let _serial = SERIAL.lock().await;
     capture_logs();
     let read_timeout = Duration::from_millis(500);
-    let o = RpcOptions {
-        session: getty::core::SessionOptions {
-            read_timeout,
-            ..Default::default()
-        },
-        ..opts()
-    };
+    let o = opts().session(getty::core::SessionOptions::default().read_timeout(read_timeout));
     let limit = o.max_frame;
     let srv = server(o).await;
     let rss_before = rss_bytes();
@@ -777,20 +761,12 @@ async fn a_header_within_the_limit_reserves_at_most_the_limit_and_a_stalled_body
 async fn a_flood_from_a_peer_that_never_reads_its_replies_keeps_memory_bounded() {
     let _serial = SERIAL.lock().await;
     capture_logs();
-    let o = RpcOptions {
-        session: getty::core::SessionOptions {
-            write_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-        ..opts()
-    };
+    let o = opts()
+        .session(getty::core::SessionOptions::default().write_timeout(Duration::from_secs(2)));
     // Small socket buffers on both ends, so the stuck write shows at once.
     let srv = RpcServer::start(service("rel"), o, |cb| {
         ServerBuilder::new("127.0.0.1:0")
-            .socket_options(getty::core::SocketOptions {
-                send_buffer_size: Some(16 << 10),
-                ..Default::default()
-            })
+            .socket_options(getty::core::SocketOptions::default().send_buffer_size(16 << 10))
             .serve_tcp(cb)
     })
     .await

@@ -55,11 +55,9 @@ fn cluster(reg: &Arc<dyn Registry>, strategy: Strategy) -> Cluster {
         reg.clone(),
         Query::new(SVC),
         Router::new(),
-        ClusterOptions {
-            strategy,
-            reconnect_interval: Duration::from_millis(50),
-            ..Default::default()
-        },
+        ClusterOptions::default()
+            .strategy(strategy)
+            .reconnect_interval(Duration::from_millis(50)),
     )
 }
 
@@ -213,14 +211,9 @@ async fn provider_calls_a_consumer_found_through_the_registry(url: &str) {
         },
     );
     let addr = p.local_addr().to_string();
-    let consumer = RpcClient::start(
-        mine,
-        RpcOptions {
-            identity: Some(id.clone()),
-            ..Default::default()
-        },
-        |cb| ClientBuilder::new(addr).connect_tcp(cb),
-    )
+    let consumer = RpcClient::start(mine, RpcOptions::default().identity(id.clone()), |cb| {
+        ClientBuilder::new(addr).connect_tcp(cb)
+    })
     .unwrap();
     consumer.ready().await.unwrap();
     let _published = reg
@@ -463,22 +456,18 @@ async fn a_call_fails_at_once_when_every_connected_instance_was_tried() {
         .register(ServiceInstance::new(SVC, sink.addr.clone()).with_instance_id("deaf"))
         .await
         .unwrap();
-    let mut rpc = RpcOptions {
-        max_frame: 64 << 20,
-        default_timeout: Duration::from_secs(6),
-        ..Default::default()
-    };
+    let mut rpc = RpcOptions::default()
+        .max_frame(64 << 20)
+        .default_timeout(Duration::from_secs(6));
     rpc.session.write_queue_len = 1;
     let c = Arc::new(Cluster::new(
         reg.clone(),
         Query::new(SVC),
         Router::new(),
-        ClusterOptions {
-            rpc,
-            connections: 2,
-            reconnect_interval: Duration::from_millis(20),
-            ..Default::default()
-        },
+        ClusterOptions::default()
+            .rpc(rpc)
+            .connections(2)
+            .reconnect_interval(Duration::from_millis(20)),
     ));
     assert!(c.wait_connected(1, Duration::from_secs(3)).await);
     within("both connections up", Duration::from_secs(3), || {
@@ -556,11 +545,9 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
             reg.clone(),
             Query::new(SVC),
             Router::new(),
-            ClusterOptions {
-                tls: Some(pki.client()),
-                security,
-                ..Default::default()
-            },
+            ClusterOptions::default()
+                .tls(pki.client())
+                .security(security),
         )
     };
     let c = secure(TransportSecurity::Tls);

@@ -39,10 +39,9 @@ static ALLOC: Peak = Peak;
 const MIB: usize = 1 << 20;
 
 fn opts(compress: bool) -> RpcOptions {
-    RpcOptions {
-        compress_above: compress.then_some(1024),
-        ..RpcOptions::default()
-    }
+    let mut o = RpcOptions::default();
+    o.compress_above = compress.then_some(1024);
+    o
 }
 
 fn echo_router() -> Router {
@@ -189,11 +188,7 @@ async fn response(tcp: &mut TcpStream) -> Frame {
 async fn a_compressed_bomb_is_refused_without_allocating_past_the_limit() {
     let server = RpcServer::start(
         echo_router(),
-        RpcOptions {
-            max_frame: MIB,
-            max_inflight_bytes: 4 * MIB as u64,
-            ..opts(true)
-        },
+        opts(true).max_frame(MIB).max_inflight_bytes(4 * MIB as u64),
         |cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb),
     )
     .await

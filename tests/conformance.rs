@@ -90,10 +90,7 @@ fn kit_router() -> Router {
 /// The Rust peer under test. It announces itself (a `getty.Peer/Hello` OneWay as its first
 /// frame), which the runner and the Python client must take in their stride.
 async fn rust_peer() -> RpcServer {
-    let opts = RpcOptions {
-        identity: Some("conformance-rust".into()),
-        ..RpcOptions::default()
-    };
+    let opts = RpcOptions::default().identity("conformance-rust".into());
     RpcServer::start(kit_router(), opts, |cb| {
         ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
     })

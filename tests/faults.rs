@@ -79,21 +79,15 @@ async fn a_peer_that_stops_reading_gets_a_bounded_queue_write_timeouts_and_flat_
     let _serial = SERIAL.lock().await;
     capture_logs();
     let write_timeout = Duration::from_secs(1);
-    let o = RpcOptions {
-        default_timeout: Duration::from_secs(3),
-        session: SessionOptions {
-            write_queue_len: 16,
-            write_timeout,
-            ..Default::default()
-        },
-        ..opts()
-    };
+    let o = opts().default_timeout(Duration::from_secs(3)).session(
+        SessionOptions::default()
+            .write_queue_len(16)
+            .write_timeout(write_timeout),
+    );
     let srv = server_with(
         o.clone(),
-        ServerBuilder::new("127.0.0.1:0").socket_options(SocketOptions {
-            send_buffer_size: Some(16 << 10),
-            ..Default::default()
-        }),
+        ServerBuilder::new("127.0.0.1:0")
+            .socket_options(SocketOptions::default().send_buffer_size(16 << 10)),
     )
     .await;
     let other = client(srv.local_addr(), opts(), 1);
@@ -307,12 +301,10 @@ async fn pipe(
 async fn a_half_open_connection_is_detected_by_heartbeats_and_its_calls_fail() {
     let _serial = SERIAL.lock().await;
     let (period, misses) = (Duration::from_millis(300), 3);
-    let o = RpcOptions {
-        heartbeat_period: period,
-        heartbeat_misses: misses,
-        default_timeout: Duration::from_secs(30),
-        ..opts()
-    };
+    let o = opts()
+        .heartbeat_period(period)
+        .heartbeat_misses(misses)
+        .default_timeout(Duration::from_secs(30));
     let srv = server_with(o.clone(), ServerBuilder::new("127.0.0.1:0")).await;
     let proxy = Proxy::start(srv.local_addr()).await;
     let c = client(proxy.addr, o, 1);

@@ -254,15 +254,10 @@ fn defaults() -> RpcOptions {
 
 /// Small queues and windows: far below the number of calls.
 fn small() -> RpcOptions {
-    RpcOptions {
-        max_inflight: 16,
-        max_inflight_bytes: 1 << 20,
-        session: SessionOptions {
-            write_queue_len: 4,
-            ..SessionOptions::default()
-        },
-        ..RpcOptions::default()
-    }
+    RpcOptions::default()
+        .max_inflight(16)
+        .max_inflight_bytes(1 << 20)
+        .session(SessionOptions::default().write_queue_len(4))
 }
 
 const KB: usize = 1 << 10;
@@ -359,13 +354,7 @@ async fn client_of_a_silent_peer(o: RpcOptions) -> (RpcClient, tokio::task::Join
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_covers_waiting_for_window_and_for_the_write_queue() {
     let _serial = SERIAL.lock().await;
-    let o = RpcOptions {
-        session: SessionOptions {
-            write_queue_len: 2,
-            ..SessionOptions::default()
-        },
-        ..RpcOptions::default()
-    };
+    let o = RpcOptions::default().session(SessionOptions::default().write_queue_len(2));
     let (c, hold) = client_of_a_silent_peer(o).await;
     let peer = c.peer().unwrap();
     let body = Bytes::from(vec![0u8; 256 * KB]);
@@ -408,10 +397,7 @@ async fn a_deadline_covers_waiting_for_window_and_for_the_write_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_over_the_frame_limit_is_answered_internal() {
     let _serial = SERIAL.lock().await;
-    let o = RpcOptions {
-        max_frame: 64 * KB,
-        ..RpcOptions::default()
-    };
+    let o = RpcOptions::default().max_frame(64 * KB);
     let p = pair(Transport::Tcp, o).await;
     let empty = getty::rpc::frame::encoded_len(&getty::rpc::Frame::request(
         1,
@@ -627,13 +613,8 @@ async fn handlers_stop_on_cancel_and_close_returns_after_they_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_calls_fail_when_the_close_starts_not_after_the_flush() {
     let _serial = SERIAL.lock().await;
-    let o = RpcOptions {
-        session: SessionOptions {
-            wait_time: Duration::from_secs(5),
-            ..SessionOptions::default()
-        },
-        ..RpcOptions::default()
-    };
+    let o =
+        RpcOptions::default().session(SessionOptions::default().wait_time(Duration::from_secs(5)));
     let (c, hold) = client_of_a_silent_peer(o).await;
     let peer = c.peer().unwrap();
     let body = Bytes::from(vec![0u8; 512 * KB]);

@@ -21,10 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 fn opts() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    }
+    SessionOptions::default().cron_period(Duration::from_secs(3600))
 }
 
 async fn server() -> (Server<Bytes>, tokio::sync::mpsc::UnboundedReceiver<Ev>) {
@@ -296,10 +293,7 @@ async fn panic_closes_the_session_once(
                 Framing::PanickyDecoder => c.set_tokio_codec(TokioCodec::new(PanickyDecoder)),
             };
             c.set_event_listener(listener.clone())
-                .set_options(SessionOptions {
-                    cron_period: cron,
-                    ..Default::default()
-                });
+                .set_options(SessionOptions::default().cron_period(cron));
             Ok(())
         }))
         .await
@@ -464,31 +458,19 @@ async fn durations_that_would_overflow_a_deadline_are_refused() {
     for (name, o) in [
         (
             "cron_period",
-            SessionOptions {
-                cron_period: Duration::MAX,
-                ..Default::default()
-            },
+            SessionOptions::default().cron_period(Duration::MAX),
         ),
         (
             "read_timeout",
-            SessionOptions {
-                read_timeout: Duration::MAX,
-                ..Default::default()
-            },
+            SessionOptions::default().read_timeout(Duration::MAX),
         ),
         (
             "write_timeout",
-            SessionOptions {
-                write_timeout: Duration::MAX,
-                ..Default::default()
-            },
+            SessionOptions::default().write_timeout(Duration::MAX),
         ),
         (
             "wait_time",
-            SessionOptions {
-                wait_time: Duration::MAX,
-                ..Default::default()
-            },
+            SessionOptions::default().wait_time(Duration::MAX),
         ),
     ] {
         let (l, _rx) = recorder(false);
@@ -529,11 +511,9 @@ async fn durations_that_would_overflow_a_deadline_are_refused() {
 
 #[tokio::test]
 async fn rpc_heartbeats_that_would_overflow_are_refused() {
-    let o = RpcOptions {
-        heartbeat_period: Duration::from_secs(u64::MAX / 2),
-        heartbeat_misses: 3,
-        ..Default::default()
-    };
+    let o = RpcOptions::default()
+        .heartbeat_period(Duration::from_secs(u64::MAX / 2))
+        .heartbeat_misses(3);
     let err = o.validate().unwrap_err();
     assert!(matches!(err, Error::InvalidOption { .. }), "{err}");
     let err = RpcServer::start(Router::new(), o.clone(), |cb| {

@@ -21,11 +21,9 @@ static A: Counting = Counting;
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn trickle_opts() -> SessionOptions {
-    SessionOptions {
-        read_timeout: READ_TIMEOUT,
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    }
+    SessionOptions::default()
+        .read_timeout(READ_TIMEOUT)
+        .cron_period(Duration::from_secs(3600))
 }
 
 /// Writes `head`, then one byte every 500 ms for 12 s, then holds the connection open.
@@ -133,12 +131,10 @@ async fn the_partial_package_budget_holds_under_200_stalled_peers() {
     const ANNOUNCED: usize = 16 * MB;
     const SENT: usize = MB;
     let budget = 32 * MB;
-    let o = SessionOptions {
-        max_msg_len: 64 * MB,
-        read_timeout: Duration::from_secs(60),
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    };
+    let o = SessionOptions::default()
+        .max_msg_len(64 * MB)
+        .read_timeout(Duration::from_secs(60))
+        .cron_period(Duration::from_secs(3600));
     let (l, _rx) = recorder(false);
     let srv = ServerBuilder::new("127.0.0.1:0")
         .partial_budget(budget)
@@ -207,11 +203,9 @@ async fn the_partial_package_budget_holds_under_200_stalled_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_bigger_than_the_whole_budget_closes_its_session() {
-    let o = SessionOptions {
-        max_msg_len: 64 * MB,
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    };
+    let o = SessionOptions::default()
+        .max_msg_len(64 * MB)
+        .cron_period(Duration::from_secs(3600));
     let (l, mut rx) = recorder(true);
     let srv = ServerBuilder::new("127.0.0.1:0")
         .partial_budget(MB)

@@ -35,10 +35,7 @@ struct Add {
 }
 
 fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
+    RpcOptions::default().default_timeout(Duration::from_secs(5))
 }
 
 /// Echo (prost, both codecs), Add (serde JSON), Fail (handler error), Slow (sleeps), and
@@ -333,14 +330,7 @@ async fn expect_status<T: std::fmt::Debug>(r: Result<T, RpcError>, status: Statu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_reaches_the_caller_typed_and_the_connection_survives() {
-    let p = pair_with(
-        RpcOptions {
-            max_inflight: 2,
-            ..opts()
-        },
-        "127.0.0.1:0",
-    )
-    .await;
+    let p = pair_with(opts().max_inflight(2), "127.0.0.1:0").await;
     let peer = p.client.peer().unwrap();
     let add = Add { a: 1, b: 2 };
     expect_status(
@@ -664,14 +654,9 @@ async fn reflection_describes_the_services_and_can_be_turned_off() {
     p.client.close().await;
     p.server.close().await;
 
-    let off = RpcServer::start(
-        Router::new(),
-        RpcOptions {
-            reflection: false,
-            ..opts()
-        },
-        |cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb),
-    )
+    let off = RpcServer::start(Router::new(), opts().reflection(false), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tcp(cb)
+    })
     .await
     .unwrap();
     let a = off.local_addr().to_string();

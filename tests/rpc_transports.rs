@@ -142,10 +142,7 @@ async fn raw(to: &To) -> Pin<Box<dyn Conn>> {
 }
 
 fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
+    RpcOptions::default().default_timeout(Duration::from_secs(5))
 }
 
 fn server_router() -> Router {
@@ -274,11 +271,9 @@ async fn errors_keep_the_connection(kind: Kind) {
 }
 
 async fn heartbeats(kind: Kind) {
-    let o = RpcOptions {
-        heartbeat_period: Duration::from_millis(100),
-        heartbeat_misses: 2,
-        ..opts()
-    };
+    let o = opts()
+        .heartbeat_period(Duration::from_millis(100))
+        .heartbeat_misses(2);
     let ep = start(kind, Router::new(), o).await;
     // A peer that connects and then says nothing, not even a Pong, is closed.
     let mut silent = raw(&ep.to).await;
@@ -308,10 +303,7 @@ async fn heartbeats(kind: Kind) {
     let c = client(
         &ep.to,
         Router::new(),
-        RpcOptions {
-            heartbeat_period: Duration::from_secs(60),
-            ..opts()
-        },
+        opts().heartbeat_period(Duration::from_secs(60)),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;

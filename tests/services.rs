@@ -217,10 +217,7 @@ enum Transport {
 }
 
 fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
+    RpcOptions::default().default_timeout(Duration::from_secs(5))
 }
 
 async fn start_server(t: Transport, router: Router) -> RpcServer {

@@ -85,10 +85,7 @@ fn router(f: Arc<Feed>) -> Router {
 }
 
 fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(10),
-        ..RpcOptions::default()
-    }
+    RpcOptions::default().default_timeout(Duration::from_secs(10))
 }
 
 /// A server and a client over TCP, each serving its own feed.

@@ -27,10 +27,7 @@ const IN_FLIGHT: usize = 32;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: CALL_TIMEOUT,
-        ..Default::default()
-    }
+    RpcOptions::default().default_timeout(CALL_TIMEOUT)
 }
 
 #[derive(Default)]

@@ -14,10 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 
 fn opts() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    }
+    SessionOptions::default().cron_period(Duration::from_secs(3600))
 }
 
 fn incoming(
@@ -151,13 +148,7 @@ async fn a_duplex_client_dials_through_its_function_and_back_pressure_holds() {
                     Ok(mine)
                 }
             },
-            setup(
-                cl,
-                SessionOptions {
-                    write_queue_len: 4,
-                    ..opts()
-                },
-            ),
+            setup(cl, opts().write_queue_len(4)),
         )
         .unwrap();
     client.ready().await.unwrap();

@@ -140,10 +140,7 @@ struct Pair {
 }
 
 fn opts() -> RpcOptions {
-    RpcOptions {
-        default_timeout: Duration::from_secs(20),
-        ..RpcOptions::default()
-    }
+    RpcOptions::default().default_timeout(Duration::from_secs(20))
 }
 
 async fn pair_with(o: RpcOptions) -> Pair {
@@ -269,11 +266,7 @@ async fn every_kind_both_directions_json_and_protobuf() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_holds_the_producer_to_its_credit() {
     let credit = 16;
-    let p = pair_with(RpcOptions {
-        stream_window_items: credit,
-        ..opts()
-    })
-    .await;
+    let p = pair_with(opts().stream_window_items(credit)).await;
     let peer = p.to_server();
     let mut rx = peer
         .server_stream::<Prost, Tick, Tick>(SVC, "Forever", &tick(0), CallOptions::new())

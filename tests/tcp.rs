@@ -17,10 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn opts() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_secs(3600),
-        ..Default::default()
-    }
+    SessionOptions::default().cron_period(Duration::from_secs(3600))
 }
 
 async fn echo_server(
@@ -92,10 +89,7 @@ async fn random_port_open_echo_and_close_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framing_many_in_one_read_split_and_larger_than_read_buffer() {
-    let o = SessionOptions {
-        read_buf_size: 1024,
-        ..opts()
-    };
+    let o = opts().read_buf_size(1024);
     let (srv, mut srx) = echo_server(o).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
     let Ev::Open(sid) = next(&mut srx).await else {
@@ -142,10 +136,7 @@ async fn framing_many_in_one_read_split_and_larger_than_read_buffer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_long_package_closes_before_the_body_arrives() {
-    let o = SessionOptions {
-        max_msg_len: 1024,
-        ..opts()
-    };
+    let o = opts().max_msg_len(1024);
     let (srv, mut srx) = echo_server(o).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
     let Ev::Open(sid) = next(&mut srx).await else {
@@ -406,10 +397,7 @@ async fn close_callbacks_replace_in_place_run_in_order_once_and_survive_panics()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_ticks_each_period_and_stops_after_close() {
-    let o = SessionOptions {
-        cron_period: Duration::from_millis(50),
-        ..Default::default()
-    };
+    let o = SessionOptions::default().cron_period(Duration::from_millis(50));
     let (srv, mut srx) = echo_server(o).await;
     let _c = TcpStream::connect(srv.local_addr()).await.unwrap();
     let Ev::Open(sid) = next(&mut srx).await else {
@@ -472,10 +460,7 @@ async fn active_time_moves_on_reads_never_on_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_timeout_is_not_an_idle_timeout_but_stalls_a_partial_package() {
-    let o = SessionOptions {
-        read_timeout: Duration::from_millis(100),
-        ..opts()
-    };
+    let o = opts().read_timeout(Duration::from_millis(100));
     let (srv, mut srx) = echo_server(o).await;
     let mut c = TcpStream::connect(srv.local_addr()).await.unwrap();
     let Ev::Open(sid) = next(&mut srx).await else {
@@ -589,17 +574,12 @@ async fn graceful_close_flushes_queued_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_bounds_the_queue_and_a_stalled_peer_times_out() {
-    let o = SessionOptions {
-        write_queue_len: 4,
-        write_timeout: Duration::from_millis(500),
-        ..opts()
-    };
+    let o = opts()
+        .write_queue_len(4)
+        .write_timeout(Duration::from_millis(500));
     let (l, mut srx) = recorder(false);
     let srv = ServerBuilder::new("127.0.0.1:0")
-        .socket_options(SocketOptions {
-            send_buffer_size: Some(8 << 10),
-            ..Default::default()
-        })
+        .socket_options(SocketOptions::default().send_buffer_size(8 << 10))
         .serve_tcp(setup(l, o))
         .await
         .unwrap();

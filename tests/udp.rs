@@ -116,10 +116,7 @@ impl Writer<Bytes> for Picky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_incomplete_and_rejected_datagrams_are_dropped_and_counted() {
     let max = 100;
-    let opts = SessionOptions {
-        max_msg_len: max,
-        ..quiet()
-    };
+    let opts = quiet().max_msg_len(max);
     let (l, mut erx) = echo();
     let o = opts.clone();
     let cb = new_session(move |c: &mut SessionConfig<Bytes>| {
@@ -173,10 +170,7 @@ async fn oversize_incomplete_and_rejected_datagrams_are_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_up_to_64k_with_unlimited_length() {
-    let opts = SessionOptions {
-        max_msg_len: 0,
-        ..quiet()
-    };
+    let opts = quiet().max_msg_len(0);
     let (ep, mut erx) = endpoint(opts).await;
     next_open(&mut erx).await;
     let (c, mut crx) = client(ep.local_addr()).await;

@@ -144,10 +144,7 @@ async fn text_messages_are_packages_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_and_pongs_move_the_active_time_without_app_data() {
     // The server pings every 50 ms; the client never does.
-    let server_opts = SessionOptions {
-        cron_period: Duration::from_millis(50),
-        ..quiet()
-    };
+    let server_opts = quiet().cron_period(Duration::from_millis(50));
     let (srv, mut srx) = ws_server(server_opts.clone(), server_opts).await;
     let (c, mut crx) = ws_client(&url(&srv), quiet()).await;
     next_open(&mut srx).await;
@@ -193,10 +190,7 @@ async fn server_answers_a_raw_ping_with_a_pong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_the_endpoint_limit_fails_with_1009() {
-    let endpoint = SessionOptions {
-        max_msg_len: 1024,
-        ..quiet()
-    };
+    let endpoint = quiet().max_msg_len(1024);
     let (srv, mut srx) = ws_server(endpoint.clone(), endpoint).await;
     let mut raw = raw_client(&srv).await;
     let (sid, _) = next_open(&mut srx).await;
@@ -220,14 +214,8 @@ async fn message_over_the_endpoint_limit_fails_with_1009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_the_session_limit_is_dropped_and_counted() {
-    let endpoint = SessionOptions {
-        max_msg_len: 1024,
-        ..quiet()
-    };
-    let session = SessionOptions {
-        max_msg_len: 100,
-        ..quiet()
-    };
+    let endpoint = quiet().max_msg_len(1024);
+    let session = quiet().max_msg_len(100);
     let (srv, mut srx) = ws_server(endpoint, session).await;
     let mut raw = raw_client(&srv).await;
     next_open(&mut srx).await;

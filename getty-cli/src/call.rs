@@ -165,11 +165,8 @@ async fn call_unary(
     body: Option<Vec<u8>>,
     a: &CallArgs,
 ) -> Result {
-    let opts = CallOptions {
-        timeout: Some(a.conn.timeout),
-        metadata: a.meta.clone(),
-        codec: None,
-    };
+    let mut opts = CallOptions::new().timeout(a.conn.timeout);
+    opts.metadata = a.meta.clone();
     let body = body.unwrap_or_else(|| b"null".to_vec());
     let reply = conn
         .call(service, method, body.into(), opts)
@@ -199,11 +196,9 @@ async fn call_stream(
         )));
     }
     let (peer, _) = conn.peer()?;
-    let opts = CallOptions {
-        timeout: a.stream_timeout,
-        metadata: a.meta.clone(),
-        codec: None,
-    };
+    let mut opts = CallOptions::new();
+    opts.timeout = a.stream_timeout;
+    opts.metadata = a.meta.clone();
     stream::run(
         &peer,
         stream::Call {

@@ -323,12 +323,10 @@ where
 }
 
 fn rpc_options(timeout: Duration) -> RpcOptions {
-    RpcOptions {
-        default_timeout: timeout,
+    RpcOptions::default()
+        .default_timeout(timeout)
         // This end serves nothing.
-        reflection: false,
-        ..RpcOptions::default()
-    }
+        .reflection(false)
 }
 
 /// `cannot connect to HOST:PORT: REASON`, without the repetitions of the error chain.
@@ -472,11 +470,8 @@ async fn cluster(url: &str, service: &str, a: &ConnArgs) -> Result<Cluster> {
             getty_registry::redact_url(url)
         )));
     }
-    let opts = ClusterOptions {
-        rpc: rpc_options(a.timeout),
-        tls: tls_config(a, false)?,
-        ..ClusterOptions::default()
-    };
+    let mut opts = ClusterOptions::default().rpc(rpc_options(a.timeout));
+    opts.tls = tls_config(a, false)?;
     let cluster = Cluster::new(registry, query, Router::new(), opts);
     if !cluster.wait_connected(1, a.timeout).await {
         let addrs: Vec<_> = found.iter().map(|i| i.address.as_str()).collect();

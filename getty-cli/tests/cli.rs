@@ -240,10 +240,7 @@ fn describe_of_a_peer_without_reflection_says_so() {
     let srv = rt().block_on(async {
         RpcServer::start(
             common::router(),
-            RpcOptions {
-                reflection: false,
-                ..RpcOptions::default()
-            },
+            RpcOptions::default().reflection(false),
             |cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb),
         )
         .await

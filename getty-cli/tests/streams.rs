@@ -91,10 +91,7 @@ fn start(reflection: bool) -> RpcServer {
     rt().block_on(async {
         RpcServer::start(
             router(),
-            RpcOptions {
-                reflection,
-                ..RpcOptions::default()
-            },
+            RpcOptions::default().reflection(reflection),
             |cb| ServerBuilder::new("127.0.0.1:0").serve_tcp(cb),
         )
         .await

@@ -6,8 +6,37 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+/// Builder-style setters for an options struct's public fields: the structs are
+/// `#[non_exhaustive]`, so that adding a field breaks no caller, and callers outside the crate
+/// build them as `T::default().field(value)` (an `Option` field's setter takes the value).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! option_setters {
+    ($t:ty { $($f:ident : $ft:ty),* $(,)? } $(some { $($o:ident : $ot:ty),* $(,)? })?) => {
+        impl $t {
+            $(
+                #[doc = concat!("Sets `", stringify!($f), "`.")]
+                #[must_use]
+                pub fn $f(mut self, v: $ft) -> Self {
+                    self.$f = v;
+                    self
+                }
+            )*
+            $($(
+                #[doc = concat!("Sets `", stringify!($o), "` to `Some(v)`.")]
+                #[must_use]
+                pub fn $o(mut self, v: $ot) -> Self {
+                    self.$o = Some(v);
+                    self
+                }
+            )*)?
+        }
+    };
+}
+
 /// Per-session settings; the new-session callback may change them for each session.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// Longest package accepted, in bytes; 0 means unlimited. Default 4 MiB.
     pub max_msg_len: usize,
@@ -46,6 +75,17 @@ impl Default for SessionOptions {
         }
     }
 }
+
+option_setters!(SessionOptions {
+    max_msg_len: usize,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    cron_period: Duration,
+    wait_time: Duration,
+    write_queue_len: usize,
+    read_buf_size: usize,
+    pause_reads_when_queue_full: bool,
+});
 
 impl SessionOptions {
     pub fn validate(&self) -> crate::Result<()> {
@@ -97,6 +137,7 @@ pub fn check_duration(name: &'static str, d: Duration) -> crate::Result<()> {
 
 /// TCP socket options applied to every connection of an endpoint.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SocketOptions {
     pub no_delay: bool,
     /// TCP keep-alive probe period; `None` leaves keep-alive off.
@@ -115,6 +156,12 @@ impl Default for SocketOptions {
         }
     }
 }
+
+option_setters!(SocketOptions { no_delay: bool } some {
+    keep_alive: Duration,
+    send_buffer_size: usize,
+    recv_buffer_size: usize,
+});
 
 impl SocketOptions {
     pub(crate) fn apply(&self, s: &TcpStream) -> io::Result<()> {

@@ -36,8 +36,10 @@ use crate::peer::{CallOptions, Peer};
 use crate::router::Router;
 use crate::status::Status;
 
-/// How a cluster connects and balances.
+/// How a cluster connects and balances (`ClusterOptions::default().connections(2)`: every
+/// public field has a setter of its name).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ClusterOptions {
     pub rpc: RpcOptions,
     pub strategy: Strategy,
@@ -65,6 +67,18 @@ pub enum TransportSecurity {
     /// As `Tls`, and the cluster's TLS config must present a client certificate.
     MutualTls,
 }
+
+getty_core::option_setters!(ClusterOptions {
+    rpc: RpcOptions,
+    strategy: Strategy,
+    connections: usize,
+    drain_grace: Duration,
+    reconnect_interval: Duration,
+    attempts: usize,
+    security: TransportSecurity,
+} some {
+    tls: TlsClientConfig,
+});
 
 impl Default for ClusterOptions {
     fn default() -> Self {

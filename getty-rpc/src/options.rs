@@ -8,7 +8,11 @@ use crate::frame::DEFAULT_MAX_FRAME;
 use crate::middleware::{Layers, Middleware};
 
 /// RPC behaviour of each connection of a server or client.
+///
+/// Built as `RpcOptions::default().max_inflight(64).identity("api-1".into())`: the struct is
+/// `#[non_exhaustive]`, and every public field has a setter of its name.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RpcOptions {
     /// Timeout of a two-way call unless the call sets its own.
     pub default_timeout: Duration,
@@ -75,6 +79,24 @@ impl Default for RpcOptions {
     }
 }
 
+getty_core::option_setters!(RpcOptions {
+    default_timeout: Duration,
+    max_inflight: usize,
+    max_inflight_bytes: u64,
+    stream_window_items: u32,
+    stream_window_bytes: u64,
+    max_frame: usize,
+    heartbeat_period: Duration,
+    heartbeat_misses: u32,
+    inline_first_poll: bool,
+    reflection: bool,
+    layers: Layers,
+    session: SessionOptions,
+} some {
+    identity: String,
+    compress_above: usize,
+});
+
 impl RpcOptions {
     /// Adds a layer to both paths: the calls served and the calls made (one instance shared).
     pub fn layer(mut self, layer: impl Middleware) -> Self {
@@ -93,16 +115,15 @@ impl RpcOptions {
     }
 
     pub(crate) fn session_options(&self) -> SessionOptions {
-        SessionOptions {
-            cron_period: self.heartbeat_period,
-            max_msg_len: self.max_frame,
+        self.session
+            .clone()
+            .cron_period(self.heartbeat_period)
+            .max_msg_len(self.max_frame)
             // Reads never pause because this side's own calls fill the write queue (two peers
             // that both pause while writing to each other deadlock). The windows bound what a
             // flow-control peer can make us owe; for other peers the connection holds reads
             // while owed replies wait for room (see `peer::defer`).
-            pause_reads_when_queue_full: false,
-            ..self.session.clone()
-        }
+            .pause_reads_when_queue_full(false)
     }
 
     /// The connection state machine's settings.

@@ -163,6 +163,7 @@ fn defer(m: &mut Machine<RtIo>, state: &Arc<ConnState>, session: &Session<Frame>
 
 /// Per-call options.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// Overrides the connection's default timeout.
     pub timeout: Option<Duration>,

@@ -55,10 +55,7 @@ impl Setup {
             consumer_reg.clone(),
             Query::new(service),
             Router::new(),
-            ClusterOptions {
-                reconnect_interval: Duration::from_millis(50),
-                ..Default::default()
-            },
+            ClusterOptions::default().reconnect_interval(Duration::from_millis(50)),
         ));
         assert!(cluster.wait_connected(2, Duration::from_secs(15)).await);
         Setup {

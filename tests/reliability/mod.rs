@@ -268,8 +268,5 @@ pub const SVC: &str = "rel.Svc";
 
 /// RPC options of the reliability tests: a 5 s default timeout.
 pub fn opts() -> getty::rpc::RpcOptions {
-    getty::rpc::RpcOptions {
-        default_timeout: std::time::Duration::from_secs(5),
-        ..Default::default()
-    }
+    getty::rpc::RpcOptions::default().default_timeout(std::time::Duration::from_secs(5))
 }

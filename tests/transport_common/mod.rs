@@ -72,11 +72,9 @@ pub fn setup(l: Arc<dyn EventListener<Bytes>>, opts: SessionOptions) -> NewSessi
 
 /// Options without cron noise.
 pub fn quiet() -> SessionOptions {
-    SessionOptions {
-        cron_period: Duration::from_secs(3600),
-        wait_time: Duration::from_millis(500),
-        ..Default::default()
-    }
+    SessionOptions::default()
+        .cron_period(Duration::from_secs(3600))
+        .wait_time(Duration::from_millis(500))
 }
 
 pub async fn next(rx: &mut Events) -> Ev {
