@@ -10,8 +10,8 @@ use crate::peer::Peer;
 #[derive(Clone)]
 pub struct Context {
     pub(crate) peer: Peer,
-    pub(crate) service: String,
-    pub(crate) method: String,
+    pub(crate) service: crate::frame::Name,
+    pub(crate) method: crate::frame::Name,
     pub(crate) seq: u64,
     pub(crate) codec: CodecId,
     pub(crate) deadline: Option<Instant>,

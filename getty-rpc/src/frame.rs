@@ -42,6 +42,10 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 28;
 /// Largest meta section (`meta_len`) a frame may have.
 pub const MAX_META_LEN: usize = 65535;
+/// A service or method name. Names up to 24 bytes (nearly all) are stored inline, so neither
+/// decoding nor building a frame allocates for them.
+pub type Name = compact_str::CompactString;
+
 /// Largest service or method name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// Default largest frame (header + meta section + body): 16 MiB.
@@ -254,9 +258,9 @@ pub struct Frame {
     /// Request/OneWay: the caller's remaining budget in ms when sent, 0 = no deadline.
     pub timeout_ms: u32,
     /// Request/OneWay: dotted service name, e.g. `greeter.Greeter`; empty otherwise.
-    pub service: String,
+    pub service: Name,
     /// Request/OneWay: method name, e.g. `SayHello`; empty otherwise.
-    pub method: String,
+    pub method: Name,
     /// Ordered key/value pairs; duplicates are allowed and kept.
     pub metadata: Vec<(String, String)>,
     /// The encoded message, or the UTF-8 error text of an error Response.
@@ -272,8 +276,8 @@ impl Frame {
             status: Status::Ok,
             seq,
             timeout_ms: 0,
-            service: String::new(),
-            method: String::new(),
+            service: Name::default(),
+            method: Name::default(),
             metadata: Vec::new(),
             body: Bytes::new(),
         }
@@ -283,8 +287,8 @@ impl Frame {
     pub fn request(
         seq: u64,
         codec: CodecId,
-        service: impl Into<String>,
-        method: impl Into<String>,
+        service: impl Into<Name>,
+        method: impl Into<Name>,
         body: impl Into<Bytes>,
     ) -> Frame {
         Frame {
@@ -300,8 +304,8 @@ impl Frame {
     pub fn one_way(
         seq: u64,
         codec: CodecId,
-        service: impl Into<String>,
-        method: impl Into<String>,
+        service: impl Into<Name>,
+        method: impl Into<Name>,
         body: impl Into<Bytes>,
     ) -> Frame {
         Frame {
@@ -370,8 +374,8 @@ impl Frame {
     pub fn stream_open(
         seq: u64,
         codec: CodecId,
-        service: impl Into<String>,
-        method: impl Into<String>,
+        service: impl Into<Name>,
+        method: impl Into<Name>,
     ) -> Frame {
         Frame {
             kind: Kind::StreamOpen,
@@ -642,16 +646,16 @@ const VALUE: Field = Field {
 };
 
 struct Meta {
-    service: String,
-    method: String,
+    service: Name,
+    method: Name,
     pairs: Vec<(String, String)>,
 }
 
 impl Meta {
     fn parse(mut buf: &[u8]) -> Result<Meta, FrameError> {
-        let service = take_str(&mut buf, &SERVICE)?;
+        let service = Name::new(take_str(&mut buf, &SERVICE)?);
         check_name(&SERVICE, &service)?;
-        let method = take_str(&mut buf, &METHOD)?;
+        let method = Name::new(take_str(&mut buf, &METHOD)?);
         check_name(&METHOD, &method)?;
         let count = take_u16(&mut buf, "meta section ends inside the pair count")? as usize;
         // Every pair takes at least 4 bytes, so this bounds the allocation by real bytes.
@@ -662,8 +666,8 @@ impl Meta {
         }
         let mut pairs = Vec::with_capacity(count);
         for _ in 0..count {
-            let key = take_str(&mut buf, &KEY)?;
-            let value = take_str(&mut buf, &VALUE)?;
+            let key = take_str(&mut buf, &KEY)?.to_owned();
+            let value = take_str(&mut buf, &VALUE)?.to_owned();
             pairs.push((key, value));
         }
         if !buf.is_empty() {
@@ -687,14 +691,13 @@ fn take_u16(buf: &mut &[u8], short: &'static str) -> Result<u16, FrameError> {
     Ok(u16::from_be_bytes(*n))
 }
 
-fn take_str(buf: &mut &[u8], field: &Field) -> Result<String, FrameError> {
+fn take_str<'a>(buf: &mut &'a [u8], field: &Field) -> Result<&'a str, FrameError> {
     let len = take_u16(buf, field.short_len)? as usize;
     let (s, rest) = buf
         .split_at_checked(len)
         .ok_or(FrameError::BadMeta(field.overrun))?;
     *buf = rest;
-    let s = std::str::from_utf8(s).map_err(|_| FrameError::BadMeta(field.utf8))?;
-    Ok(s.to_owned())
+    std::str::from_utf8(s).map_err(|_| FrameError::BadMeta(field.utf8))
 }
 
 fn check_name(field: &Field, name: &str) -> Result<(), FrameError> {

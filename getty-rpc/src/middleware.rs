@@ -112,8 +112,8 @@ impl CallKind {
 pub struct Call {
     pub direction: Direction,
     pub kind: CallKind,
-    pub service: String,
-    pub method: String,
+    pub service: crate::frame::Name,
+    pub method: crate::frame::Name,
     pub codec: CodecId,
     /// The call's metadata (`PROTOCOL.md` section 12): what travels with it outbound, what came
     /// with it inbound.
@@ -244,8 +244,8 @@ impl Call {
         Call {
             direction: Direction::Outbound,
             kind: CallKind::Stream(kind),
-            service: service.to_string(),
-            method: method.to_string(),
+            service: service.into(),
+            method: method.into(),
             codec,
             metadata,
             deadline,
@@ -435,8 +435,8 @@ pub(crate) fn outbound(
     let call = Call {
         direction: Direction::Outbound,
         kind,
-        service: service.to_string(),
-        method: method.to_string(),
+        service: service.into(),
+        method: method.into(),
         codec,
         metadata,
         deadline,

@@ -93,7 +93,15 @@ impl ConnState {
 /// Runs what an event left for the driver: wakes the callers that now fit the peer's window
 /// and queues the frames the machine owes the peer. Called with the machine locked, after
 /// every event that may produce either.
+#[inline]
 pub(crate) fn settle(m: &mut Machine<RtIo>, state: &Arc<ConnState>, session: &Session<Frame>) {
+    if !m.quiet() {
+        settle_slow(m, state, session);
+    }
+}
+
+#[inline(never)]
+fn settle_slow(m: &mut Machine<RtIo>, state: &Arc<ConnState>, session: &Session<Frame>) {
     while let Some((grant, seq, bytes)) = m.poll_grant() {
         if grant.send(seq).is_err() {
             // The caller gave up while we granted: its call never leaves.
@@ -470,8 +478,8 @@ impl Peer {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start_call_at(
         &self,
-        service: impl Into<String>,
-        method: impl Into<String>,
+        service: impl Into<crate::frame::Name>,
+        method: impl Into<crate::frame::Name>,
         codec: CodecId,
         body: Bytes,
         metadata: Vec<(String, String)>,
@@ -621,8 +629,8 @@ impl Peer {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn notify_at(
         &self,
-        service: impl Into<String>,
-        method: impl Into<String>,
+        service: impl Into<crate::frame::Name>,
+        method: impl Into<crate::frame::Name>,
         codec: CodecId,
         body: Bytes,
         metadata: Vec<(String, String)>,

@@ -83,8 +83,8 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     status: Status::from(status),
                     seq,
                     timeout_ms,
-                    service,
-                    method,
+                    service: service.into(),
+                    method: method.into(),
                     metadata,
                     body: body.into(),
                 }

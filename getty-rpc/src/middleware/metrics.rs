@@ -100,8 +100,8 @@ fn finished(names: &Names, labels: &[Label], status: Status) {
 impl Middleware for Metrics {
     fn call(&self, call: Call, next: Next) -> BoxFuture<'static, Result<Bytes, RpcError>> {
         let labels = vec![
-            Label::new("service", call.service.clone()),
-            Label::new("method", call.method.clone()),
+            Label::new("service", call.service.to_string()),
+            Label::new("method", call.method.to_string()),
             Label::new("direction", call.direction.as_str()),
         ];
         let names = if call.kind.is_stream() {
