@@ -144,6 +144,7 @@ pub mod balance;
 mod directory;
 mod error;
 pub mod memory;
+pub mod metrics;
 mod model;
 mod registry;
 mod secret;
