@@ -45,6 +45,8 @@ pub const ERRORS: &str = "getty_registry_errors_total";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Register,
+    /// Only the server backends' deregistrations can fail.
+    #[cfg_attr(not(any(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
     Deregister,
     Watch,
     List,
@@ -95,7 +97,9 @@ pub(crate) fn deregistered(backend: &'static str, n: usize) {
     let _ = (backend, n);
 }
 
-/// `n` instances of `backend` were written again after being lost.
+/// `n` instances of `backend` were written again after being lost (only the server backends
+/// heal).
+#[cfg_attr(not(any(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 pub(crate) fn reregistered(backend: &'static str, n: usize) {
     #[cfg(feature = "metrics")]
     if n > 0 {
