@@ -15,3 +15,5 @@ cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,gett
 cargo test -p getty --features tracing-opentelemetry --test trace_otel
 # getty-rpc's zstd bodies (an optional feature).
 cargo test -p getty --features zstd --test compression
+# The registry's counters (feature metrics) against the memory registry, etcd and ZooKeeper.
+cargo test -p getty --features metrics,etcd,zookeeper --test registry_metrics

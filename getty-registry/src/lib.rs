@@ -88,6 +88,12 @@
 //!   dead endpoint is retried within the request timeout; ZooKeeper: the session keeps cycling
 //!   through the addresses).
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature every backend counts its registrations, deregistrations,
+//! self-healing re-registrations, delivered watch events and failed operations through the
+//! `metrics` facade (names and labels in [`metrics`]).
+//!
 //! # Integration tests
 //!
 //! The workspace-root tests `registry_memory` (no server), `registry_etcd` and `registry_zk` (real
@@ -104,6 +110,9 @@
 //!     --test registry_zk --test registry_secure --test registry_cluster
 //! bash scripts/servers.sh down
 //! ```
+//!
+//! `registry_metrics` (feature `metrics` of `getty`, with `etcd` and `zookeeper`) checks the
+//! counters' exact values over a Prometheus scrape, on every backend.
 //!
 //! `bench`'s `getty-registry-scale` measures 10,000 registrations of one process on each backend
 //! (results in `bench/results/registry-scale.txt`).
@@ -144,6 +153,7 @@ pub mod balance;
 mod directory;
 mod error;
 pub mod memory;
+pub mod metrics;
 mod model;
 mod registry;
 mod secret;

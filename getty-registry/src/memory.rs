@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
+use crate::metrics::{self, Op, observe};
 use crate::model::{Event, Query, ServiceInstance};
 use crate::registry::{BoxFuture, Registration, Registry, Watch};
 
@@ -111,6 +112,7 @@ impl MemoryRegistry {
                 && let Some((_, old)) = st.entries.remove(&key)
             {
                 st.notify(&old, || Event::Removed(old.clone()));
+                metrics::deregistered("memory", 1);
             }
         };
         Ok(Registration::with_sync(instance, Box::new(remove)))
@@ -139,24 +141,24 @@ impl MemoryRegistry {
             .collect();
         let _ = tx.send(Event::Snapshot(snapshot));
         st.watchers.push((query.clone(), tx));
-        Ok(Watch::unbounded(rx))
+        Ok(Watch::unbounded("memory", rx))
     }
 }
 
 impl Registry for MemoryRegistry {
     fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
         let r = self.register_now(instance);
-        Box::pin(async move { r })
+        Box::pin(observe("memory", Op::Register, async move { r }))
     }
 
     fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>> {
         let r = self.discover_now(query);
-        Box::pin(async move { r })
+        Box::pin(observe("memory", Op::List, async move { r }))
     }
 
     fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>> {
         let r = self.watch_now(query);
-        Box::pin(async move { r })
+        Box::pin(observe("memory", Op::Watch, async move { r }))
     }
 
     fn kind(&self) -> &'static str {

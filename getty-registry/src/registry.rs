@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::model::{Event, Query, ServiceInstance};
 
 /// A boxed, `Send` future (the trait's methods return these so that `Arc<dyn Registry>` works).
@@ -272,24 +273,34 @@ enum WatchRx {
 /// stops the background work.
 pub struct Watch {
     rx: WatchRx,
+    /// The backend's kind, the label of the delivered-event counter.
+    backend: &'static str,
     live: Option<tokio::sync::watch::Receiver<bool>>,
     _task: Option<AbortOnDrop>,
     _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Watch {
-    pub(crate) fn bounded(rx: mpsc::Receiver<Event>, task: Option<JoinHandle<()>>) -> Self {
+    /// A watch of backend `backend` (its [`Registry::kind`]) fed through `rx` by `task`.
+    pub(crate) fn bounded(
+        backend: &'static str,
+        rx: mpsc::Receiver<Event>,
+        task: Option<JoinHandle<()>>,
+    ) -> Self {
         Watch {
             rx: WatchRx::Bounded(rx),
+            backend,
             live: None,
             _task: task.map(AbortOnDrop),
             _keep: None,
         }
     }
 
-    pub(crate) fn unbounded(rx: mpsc::UnboundedReceiver<Event>) -> Self {
+    /// A watch of backend `backend` (its [`Registry::kind`]) fed through `rx`.
+    pub(crate) fn unbounded(backend: &'static str, rx: mpsc::UnboundedReceiver<Event>) -> Self {
         Watch {
             rx: WatchRx::Unbounded(rx),
+            backend,
             live: None,
             _task: None,
             _keep: None,
@@ -323,28 +334,40 @@ impl Watch {
 
     /// The next event, or `None` when the watch has ended.
     pub async fn next(&mut self) -> Option<Event> {
-        match &mut self.rx {
+        let event = match &mut self.rx {
             WatchRx::Bounded(rx) => rx.recv().await,
             WatchRx::Unbounded(rx) => rx.recv().await,
-        }
+        };
+        self.delivered(event)
     }
 
     /// The next event if one is ready now.
     pub fn try_next(&mut self) -> Option<Event> {
-        match &mut self.rx {
+        let event = match &mut self.rx {
             WatchRx::Bounded(rx) => rx.try_recv().ok(),
             WatchRx::Unbounded(rx) => rx.try_recv().ok(),
+        };
+        self.delivered(event)
+    }
+
+    /// Counts `event` as handed to the application (every way out of the watch goes here).
+    fn delivered(&self, event: Option<Event>) -> Option<Event> {
+        if let Some(e) = &event {
+            metrics::delivered(self.backend, e);
         }
+        event
     }
 }
 
 impl futures_core::Stream for Watch {
     type Item = Event;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        match &mut self.get_mut().rx {
+        let this = self.get_mut();
+        let polled = match &mut this.rx {
             WatchRx::Bounded(rx) => rx.poll_recv(cx),
             WatchRx::Unbounded(rx) => rx.poll_recv(cx),
-        }
+        };
+        polled.map(|event| this.delivered(event))
     }
 }
 

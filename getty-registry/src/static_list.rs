@@ -6,6 +6,7 @@
 //! Each address becomes one instance whose `instance_id` is the address itself.
 
 use crate::error::{Error, Result};
+use crate::metrics::{Op, observe};
 use crate::model::{Event, Query, ServiceInstance, Transport};
 use crate::registry::{BoxFuture, Registration, Registry, Watch};
 use crate::url::RegistryUrl;
@@ -95,16 +96,16 @@ impl StaticRegistry {
 
 impl Registry for StaticRegistry {
     fn register(&self, _instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
-        Box::pin(async {
+        Box::pin(observe("static", Op::Register, async {
             Err(Error::Unsupported(
                 "static:// registry is read-only; register is not possible".into(),
             ))
-        })
+        }))
     }
 
     fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>> {
         let r = self.matching(query);
-        Box::pin(async move { r })
+        Box::pin(observe("static", Op::List, async move { r }))
     }
 
     fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>> {
@@ -112,9 +113,9 @@ impl Registry for StaticRegistry {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let _ = tx.send(Event::Snapshot(list));
             // Keep the sender so the stream never ends.
-            Watch::unbounded(rx).keep(tx)
+            Watch::unbounded("static", rx).keep(tx)
         });
-        Box::pin(async move { r })
+        Box::pin(observe("static", Op::Watch, async move { r }))
     }
 
     fn kind(&self) -> &'static str {

@@ -46,6 +46,7 @@ static CREATOR_ALL_ANYONE_READ: [Acl; 2] = [
 ];
 
 use crate::error::{Error, Result};
+use crate::metrics::{self, Op, observe};
 use crate::model::{Event, Query, ServiceInstance};
 use crate::registry::{
     AbortOnDrop, Backoff, BoxFuture, Owners, Registration, Registry, View, Watch,
@@ -56,6 +57,8 @@ use crate::url::RegistryUrl;
 /// Default time a call waits for a usable session.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// What [`Registry::kind`] reports (and the `backend` label of the [metrics](crate::metrics)).
+const KIND: &str = "zookeeper";
 const WATCH_BUFFER: usize = 1024;
 /// Most node reads a watch sends before awaiting the first answer.
 const MAX_PIPELINED_READS: usize = 1024;
@@ -433,6 +436,7 @@ async fn keeper(
                 Ok(wrote) => {
                     if wrote {
                         tracing::info!(path = %path, session = %session.client.session_id(), "zookeeper registration restored");
+                        metrics::reregistered(KIND, 1);
                     }
                     ensured = Some(session.generation);
                     backoff.reset();
@@ -518,8 +522,12 @@ async fn finish(
             }
         })
         .await;
-    if let Err(e) = &result {
-        tracing::warn!(path, error = %e, "zookeeper deregistration failed; the node goes with its session");
+    match &result {
+        Ok(()) => metrics::deregistered(KIND, 1),
+        Err(e) => {
+            tracing::warn!(path, error = %e, "zookeeper deregistration failed; the node goes with its session");
+            metrics::failed(KIND, Op::Deregister, 1);
+        }
     }
     if let Some(reply) = reply {
         let _ = reply.send(result);
@@ -549,8 +557,12 @@ impl crate::registry::Releaser for Batch {
                     delete_owned(&session, paths).await
                 })
                 .await;
-            if let Err(e) = &result {
-                tracing::warn!(error = %e, "zookeeper deregistration failed; the nodes go with their session");
+            match &result {
+                Ok(()) => metrics::deregistered(KIND, paths.len()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "zookeeper deregistration failed; the nodes go with their session");
+                    metrics::failed(KIND, Op::Deregister, 1);
+                }
             }
             if let Some(reply) = reply {
                 let _ = reply.send(result);
@@ -955,7 +967,7 @@ impl ZkOptions {
 
 impl Registry for ZkRegistry {
     fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
-        Box::pin(async move {
+        Box::pin(observe(KIND, Op::Register, async move {
             let instance = instance.normalize()?;
             let path = self.shared.path_of(&instance);
             let data = instance.to_json()?;
@@ -989,11 +1001,11 @@ impl Registry for ZkRegistry {
                 path,
                 token,
             ))
-        })
+        }))
     }
 
     fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>> {
-        Box::pin(async move {
+        Box::pin(observe(KIND, Op::List, async move {
             query.validate()?;
             let base = self.shared.base_of(query);
             let levels = query.levels_below_prefix();
@@ -1005,11 +1017,11 @@ impl Registry for ZkRegistry {
                 })
                 .await?;
             Ok(map.into_values().collect())
-        })
+        }))
     }
 
     fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>> {
-        Box::pin(async move {
+        Box::pin(observe(KIND, Op::Watch, async move {
             query.validate()?;
             let base = self.shared.base_of(query);
             let levels = query.levels_below_prefix();
@@ -1037,11 +1049,11 @@ impl Registry for ZkRegistry {
                 tx,
             };
             let task = tokio::spawn(state.run(session, watcher));
-            Ok(Watch::bounded(rx, Some(task)).with_liveness(live_rx))
-        })
+            Ok(Watch::bounded(KIND, rx, Some(task)).with_liveness(live_rx))
+        }))
     }
 
     fn kind(&self) -> &'static str {
-        "zookeeper"
+        KIND
     }
 }

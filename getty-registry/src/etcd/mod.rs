@@ -29,6 +29,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::metrics::{Op, observe};
 use crate::model::{Query, ServiceInstance};
 use crate::registry::{BoxFuture, Registration, Registry, Watch};
 use crate::secret::Credentials;
@@ -41,6 +42,8 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long an unanswered HTTP/2 ping may stay unanswered before the connection is dropped.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// What [`Registry::kind`] reports (and the `backend` label of the [metrics](crate::metrics)).
+const KIND: &str = "etcd";
 
 struct Inner {
     client: Client,
@@ -534,7 +537,7 @@ fn decode(key: &str, value: &[u8], query: &Query) -> Option<ServiceInstance> {
 
 impl Registry for EtcdRegistry {
     fn register(&self, instance: ServiceInstance) -> BoxFuture<'_, Result<Registration>> {
-        Box::pin(async move {
+        Box::pin(observe(KIND, Op::Register, async move {
             let instance = instance.normalize()?;
             let key = self.inner.key_of(&instance);
             let value = instance.to_json()?;
@@ -545,23 +548,27 @@ impl Registry for EtcdRegistry {
                 key,
                 token,
             ))
-        })
+        }))
     }
 
     fn discover<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<ServiceInstance>>> {
-        Box::pin(async move {
+        Box::pin(observe(KIND, Op::List, async move {
             query.validate()?;
             let (_, _, map) = self.inner.list(&self.inner.prefix_of(query), query).await?;
             Ok(map.into_values().collect())
-        })
+        }))
     }
 
     fn watch<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Watch>> {
-        Box::pin(watch::start(self.inner.clone(), query))
+        Box::pin(observe(
+            KIND,
+            Op::Watch,
+            watch::start(self.inner.clone(), query),
+        ))
     }
 
     fn kind(&self) -> &'static str {
-        "etcd"
+        KIND
     }
 }
 

@@ -26,8 +26,9 @@ use etcd_client::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Inner, MAX_BACKOFF};
+use super::{Inner, KIND, MAX_BACKOFF};
 use crate::error::{Error, Result};
+use crate::metrics::{self, Op};
 use crate::registry::{Backoff, Releaser};
 
 /// etcd's default `--max-txn-ops`: the most operations one transaction may hold.
@@ -304,6 +305,8 @@ impl Session {
     fn lost(&mut self) {
         self.lease = None;
         self.watch = None;
+        // The deregistered keys still to delete went with the lease.
+        metrics::deregistered(KIND, self.undead.len());
         self.undead.clear();
         self.dirty.extend(self.entries.keys().cloned());
     }
@@ -510,6 +513,7 @@ impl Session {
                         }
                     }
                     tracing::info!(keys = writes.len(), "etcd registrations restored");
+                    metrics::reregistered(KIND, writes.len());
                 }
                 Err(e) => {
                     tracing::warn!(keys = self.dirty.len(), error = %e, "etcd registrations not restored yet; retrying");
@@ -526,6 +530,7 @@ impl Session {
                 self.retry_at = Some(Instant::now() + self.backoff.next_delay());
                 return;
             }
+            metrics::deregistered(KIND, keys.len());
         }
         self.backoff.reset();
         self.ensure_watch().await;
@@ -590,8 +595,12 @@ impl Session {
             self.delete(&keys, deadline).await
         };
         let result = match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                metrics::deregistered(KIND, keys.len());
+                Ok(())
+            }
             Err(e) => {
+                metrics::failed(KIND, Op::Deregister, releases.len());
                 // Keep trying in the background: with a shared lease nothing else removes them.
                 tracing::warn!(keys = keys.len(), error = %e, "etcd deregistration failed; retrying in the background");
                 self.undead.extend(keys);
@@ -634,6 +643,7 @@ impl Session {
         }
         self.lease = None;
         self.watch = None;
+        metrics::deregistered(KIND, self.undead.len());
         self.undead.clear();
         Ok(())
     }

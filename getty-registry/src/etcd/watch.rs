@@ -34,7 +34,7 @@ pub(super) async fn start(inner: Arc<Inner>, query: &Query) -> Result<Watch> {
         tx,
     };
     let task = tokio::spawn(state.run());
-    Ok(Watch::bounded(rx, Some(task)).with_liveness(live_rx))
+    Ok(Watch::bounded(super::KIND, rx, Some(task)).with_liveness(live_rx))
 }
 
 enum StreamEnd {
