@@ -14,4 +14,4 @@ cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,gett
 # getty-rpc's OpenTelemetry trace context (the default build propagates its own context).
 cargo test -p getty --features tracing-opentelemetry --test trace_otel
 # getty-rpc's zstd bodies (an optional feature).
-cargo test -p getty --features zstd --test compression
+cargo test -p getty --features zstd --test compression --test compression_bomb
