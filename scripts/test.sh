@@ -15,3 +15,5 @@ cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,gett
 cargo test -p getty --features tracing-opentelemetry --test trace_otel
 # getty-rpc's zstd bodies (an optional feature).
 cargo test -p getty --features zstd --test compression --test compression_bomb
+# The compressed golden frames of PROTOCOL.md, inflated (the codec checks run in the default build).
+cargo test -p getty-rpc --features zstd --test golden
