@@ -6,7 +6,9 @@
 # Targets (fuzz/fuzz_targets/): frame_decode (RPC frame decoder, arbitrary bytes),
 # frame_roundtrip (structured frames: encode -> decode, chunked streams), deframe_stream (the
 # session's deframing loop with LengthPrefixed and FrameCodec), body_decode (Json / Prost bodies),
-# registry_url (registry URL parsing: no panic, InvalidUrl errors, passwords never shown).
+# registry_url (registry URL parsing: no panic, InvalidUrl errors, passwords never shown),
+# compressed_body (zstd bodies through the inflate path with a 4 KiB limit: at most the limit
+# or a typed error).
 #
 # Only stable Rust is needed: cargo-fuzz's `-Z` flags are allowed with RUSTC_BOOTSTRAP=1.
 # Installs cargo-fuzz (`cargo install cargo-fuzz --locked`, about 1.5 min) when it is missing.

@@ -14,6 +14,8 @@ cargo test --workspace --features getty/etcd,getty/zookeeper,getty-cli/etcd,gett
 # getty-rpc's OpenTelemetry trace context (the default build propagates its own context).
 cargo test -p getty --features tracing-opentelemetry --test trace_otel
 # getty-rpc's zstd bodies (an optional feature).
-cargo test -p getty --features zstd --test compression
+cargo test -p getty --features zstd --test compression --test compression_bomb
+# The compressed golden frames of PROTOCOL.md, inflated (the codec checks run in the default build).
+cargo test -p getty-rpc --features zstd --test golden
 # The registry's counters (feature metrics) against the memory registry, etcd and ZooKeeper.
 cargo test -p getty --features metrics,etcd,zookeeper --test registry_metrics

@@ -593,3 +593,173 @@ async fn a_call_made_before_any_connection_waits_for_one() {
     }
     p.close().await;
 }
+
+// ---- Unix socket instances ----
+
+/// A fresh socket path under the temp dir (short: a socket path has ~100 bytes at most).
+fn socket_path(tag: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("getty-cl-{tag}-{:08x}.sock", fastrand::u32(..)))
+        .display()
+        .to_string()
+}
+
+/// A provider answering `name` on the Unix socket at `path`.
+async fn unix_provider(name: &str, path: &str) -> RpcServer {
+    let path = path.to_string();
+    RpcServer::start(provider_router(name), RpcOptions::default(), |cb| {
+        ServerBuilder::new(path).serve_unix(cb)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_dials_unix_and_tcp_instances_and_reconnects_a_restarted_unix_one() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let tcp = provider(&reg, "tcp").await;
+    let path = socket_path("rr");
+    let unix = unix_provider("unix", &path).await;
+    // Advertised as `unix:///path`: the registry stores Transport::Unix and the bare path.
+    let _r = reg
+        .register(ServiceInstance::new(SVC, format!("unix://{path}")).with_instance_id("unix"))
+        .await
+        .unwrap();
+    let listed = reg.discover(&Query::new(SVC)).await.unwrap();
+    let u = listed.iter().find(|i| i.instance_id == "unix").unwrap();
+    assert_eq!((u.transport, u.address.as_str()), (Transport::Unix, &*path));
+
+    let c = cluster(&reg, Strategy::RoundRobin);
+    assert!(
+        c.wait_connected(2, Duration::from_secs(5)).await,
+        "both the tcp and the unix instance connected: {:?}",
+        c.connected()
+    );
+    assert_eq!(
+        unix.core().session_count(),
+        1,
+        "one session over the socket"
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..20 {
+        *counts.entry(who(&c, None).await).or_default() += 1;
+    }
+    assert_eq!(counts.get("tcp"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("unix"), Some(&10), "{counts:?}");
+
+    // The unix server goes away (its socket file with it): calls go to the tcp instance.
+    unix.close().await;
+    within("the socket file is removed", Duration::from_secs(3), || {
+        !std::path::Path::new(&path).exists()
+    })
+    .await;
+    within(
+        "the unix instance is disconnected",
+        Duration::from_secs(3),
+        || c.connected().len() == 1,
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(who(&c, None).await, "tcp");
+    }
+    // A new server on the same path, same registration: the cluster's client reconnects.
+    let unix2 = unix_provider("unix-2", &path).await;
+    within(
+        "the unix instance reconnects",
+        Duration::from_secs(10),
+        || c.connected().len() == 2,
+    )
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(who(&c, None).await);
+    }
+    assert!(seen.contains("unix-2") && seen.contains("tcp"), "{seen:?}");
+    c.close().await;
+    unix2.close().await;
+    tcp.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_requires_tls_refuses_a_unix_instance() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let pki = transport_common::pki();
+    let path = socket_path("tls");
+    let unix = unix_provider("unix", &path).await;
+    let _r = reg
+        .register(
+            ServiceInstance::new(SVC, path.clone())
+                .with_transport(Transport::Unix)
+                .with_instance_id("unix"),
+        )
+        .await
+        .unwrap();
+    let tls = RpcServer::start(provider_router("tls"), RpcOptions::default(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
+    })
+    .await
+    .unwrap();
+    tls.publish(
+        &*reg,
+        ServiceInstance::new(SVC, "")
+            .with_transport(Transport::Tls)
+            .with_instance_id("tls"),
+    )
+    .await
+    .unwrap();
+    let c = Cluster::new(
+        reg.clone(),
+        Query::new(SVC),
+        Router::new(),
+        ClusterOptions {
+            tls: Some(pki.client()),
+            security: TransportSecurity::Tls,
+            ..Default::default()
+        },
+    );
+    assert!(c.wait_connected(1, Duration::from_secs(3)).await);
+    within(
+        "the unix instance is refused",
+        Duration::from_secs(3),
+        || c.refused() == 1,
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(who(&c, None).await, "tls");
+    }
+    assert_eq!(unix.core().session_count(), 0, "nothing dialled the socket");
+    // The same registry without the policy dials it: the refusal was the policy's.
+    let open = cluster(&reg, Strategy::RoundRobin);
+    within(
+        "an open cluster dials the socket",
+        Duration::from_secs(3),
+        || unix.core().session_count() == 1,
+    )
+    .await;
+    open.close().await;
+    c.close().await;
+    unix.close().await;
+    tls.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_server_is_not_published_with_a_made_up_address() {
+    let reg = connect(&memory_url()).await.unwrap();
+    let path = socket_path("pub");
+    let unix = unix_provider("unix", &path).await;
+    let err = unix
+        .publish(&*reg, ServiceInstance::new(SVC, ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, getty::registry::Error::InvalidInstance(_)),
+        "{err}"
+    );
+    assert!(reg.discover(&Query::new(SVC)).await.unwrap().is_empty());
+    unix.publish(&*reg, ServiceInstance::new(SVC, format!("unix://{path}")))
+        .await
+        .unwrap();
+    let listed = reg.discover(&Query::new(SVC)).await.unwrap();
+    assert_eq!(listed[0].address, path);
+    unix.close().await;
+}

@@ -13,7 +13,7 @@
 //! | URL | backend | cargo feature |
 //! |---|---|---|
 //! | `memory://` or `memory://NAME` | in-process store shared by every `memory://NAME` registry of the process (no server) | — (default) |
-//! | `static://host:port[,host:port…]?service=NAME[&version=V][&group=G][&transport=tcp\|tls\|ws\|wss][&codec=a,b][&weight=N]` | fixed list; **`register` fails with [`Error::Unsupported`]** (read-only) | — (default) |
+//! | `static://host:port[,host:port…]?service=NAME[&version=V][&group=G][&transport=tcp\|tls\|ws\|wss][&codec=a,b][&weight=N]` | fixed list of `host:port` entries (a URL has no syntax for a Unix socket path); **`register` fails with [`Error::Unsupported`]** (read-only) | — (default) |
 //! | `etcd://[user:password@]host:port[,host:port…][/root][?ttl=SECS]` | etcd v3, keys under the client's lease (TTL default 10 s) | `etcd` |
 //! | `etcds://[user:password@]host:port[,…][/root]?ca=PEM[&cert=PEM&key=PEM][&server_name=NAME][&ttl=SECS]` | etcd v3 over TLS (CA, optional client certificate, name to verify) | `etcd` |
 //! | `zookeeper://[user:password@]host:port[,host:port…][/root][?ttl=SECS]` (also `zk://`) | ZooKeeper, ephemeral nodes (session timeout = `ttl`, default 10 s); with a user, digest auth and creator-only-write ACLs | `zookeeper` |
@@ -56,6 +56,8 @@
 //!
 //! JSON example (`serde_json` of [`ServiceInstance`]):
 //! `{"service":"Echo","version":"v1","group":"bj","codecs":["json"],"transport":"tcp","address":"10.0.0.1:8000","weight":100,"metadata":{},"instance_id":"node-1"}`
+//! (`transport` is `tcp`, `tls`, `ws`, `wss` or `unix`, whose `address` is the absolute socket
+//! path; `unix:///path` is normalised to that).
 //!
 //! # Guarantees (and the Go getty defects they avoid)
 //!

@@ -26,16 +26,23 @@ pub enum Transport {
     Ws,
     /// WebSocket over TLS (`address` is `host:port` or a `wss://` URL).
     Wss,
+    /// A Unix domain socket, for consumers on the same machine (`address` is the absolute
+    /// socket path). An address `unix:///path` given with the default transport is
+    /// normalised to this transport and the bare path (see [`ServiceInstance::normalize`]).
+    /// Readers older than this variant skip such records (an unknown transport) instead of
+    /// dialling a path as `host:port`.
+    Unix,
 }
 
 impl Transport {
-    /// Lower-case name as stored in JSON (`tcp`, `tls`, `ws`, `wss`).
+    /// Lower-case name as stored in JSON (`tcp`, `tls`, `ws`, `wss`, `unix`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::Ws => "ws",
             Transport::Wss => "wss",
+            Transport::Unix => "unix",
         }
     }
 }
@@ -54,6 +61,7 @@ impl FromStr for Transport {
             "tls" => Ok(Transport::Tls),
             "ws" => Ok(Transport::Ws),
             "wss" => Ok(Transport::Wss),
+            "unix" => Ok(Transport::Unix),
             other => Err(Error::InvalidInstance(format!(
                 "unknown transport {other:?}"
             ))),
@@ -86,7 +94,7 @@ pub struct ServiceInstance {
     /// Transport to reach `address` with.
     #[serde(default)]
     pub transport: Transport,
-    /// `host:port` or a URL.
+    /// `host:port` or a URL; for [`Transport::Unix`] the absolute socket path.
     pub address: String,
     /// Relative weight for weighted balancing (default [`DEFAULT_WEIGHT`]; 0 = never picked by
     /// the weighted balancer unless all weights are 0).
@@ -158,7 +166,8 @@ impl ServiceInstance {
         self
     }
 
-    /// Checks required fields and fills in a random `instance_id` when it is empty.
+    /// Checks required fields, puts a Unix socket address in its one form (see
+    /// [`Transport::Unix`]) and fills in a random `instance_id` when it is empty.
     pub fn normalize(mut self) -> Result<Self> {
         if self.service.is_empty() {
             return Err(Error::InvalidInstance("service must not be empty".into()));
@@ -166,6 +175,7 @@ impl ServiceInstance {
         if self.address.is_empty() {
             return Err(Error::InvalidInstance("address must not be empty".into()));
         }
+        self.canonical_address()?;
         if self.instance_id.is_empty() {
             self.instance_id = generate_instance_id();
         }
@@ -189,9 +199,42 @@ impl ServiceInstance {
         Ok(serde_json::to_vec(self)?)
     }
 
-    /// Decodes the JSON stored in a backend.
+    /// Decodes the JSON stored in a backend. A record written by another tool with a
+    /// `unix://` address is read in the normalised form, as if registered here.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        Ok(serde_json::from_slice(bytes)?)
+        let mut i: ServiceInstance = serde_json::from_slice(bytes)?;
+        i.canonical_address()?;
+        Ok(i)
+    }
+
+    /// A `unix://PATH` address becomes [`Transport::Unix`] and `PATH`, so that consumers see one
+    /// form; a Unix socket address must be an absolute path (a relative one would depend on
+    /// each consumer's working directory).
+    fn canonical_address(&mut self) -> Result<()> {
+        let scheme = "unix://";
+        if self
+            .address
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        {
+            if !matches!(self.transport, Transport::Tcp | Transport::Unix) {
+                return Err(Error::InvalidInstance(format!(
+                    "address {:?} is a Unix socket but the transport is {}",
+                    self.address, self.transport
+                )));
+            }
+            self.transport = Transport::Unix;
+            self.address = self.address[scheme.len()..].to_string();
+        }
+        if self.transport == Transport::Unix
+            && (!self.address.starts_with('/') || self.address.contains('\0'))
+        {
+            return Err(Error::InvalidInstance(format!(
+                "a Unix socket address is an absolute path (or unix:///path), not {:?}",
+                self.address
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -456,5 +499,61 @@ mod tests {
         assert_eq!(minimal.transport, Transport::Tcp);
         assert!(ServiceInstance::new("", "a").normalize().is_err());
         assert!(ServiceInstance::new("s", "").normalize().is_err());
+    }
+
+    #[test]
+    fn unix_socket_addresses() {
+        // `unix:///path` with the default transport becomes Unix + the bare path.
+        let i = ServiceInstance::new("s", "unix:///run/getty.sock")
+            .normalize()
+            .unwrap();
+        assert_eq!(
+            (i.transport, i.address.as_str()),
+            (Transport::Unix, "/run/getty.sock")
+        );
+        let j = ServiceInstance::new("s", "/run/getty.sock")
+            .with_transport(Transport::Unix)
+            .normalize()
+            .unwrap();
+        assert_eq!(
+            (j.transport, j.address.as_str()),
+            (i.transport, "/run/getty.sock")
+        );
+        // Stored as `"transport":"unix"` and read back the same.
+        let json = String::from_utf8(i.to_json().unwrap()).unwrap();
+        assert!(json.contains(r#""transport":"unix""#), "{json}");
+        assert_eq!(ServiceInstance::from_json(json.as_bytes()).unwrap(), i);
+        // A record written elsewhere with a unix:// address is read normalised.
+        let other = ServiceInstance::from_json(
+            br#"{"service":"s","address":"UNIX:///tmp/a.sock","transport":"tcp"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (other.transport, other.address.as_str()),
+            (Transport::Unix, "/tmp/a.sock")
+        );
+        assert_eq!("UNIX".parse::<Transport>().unwrap(), Transport::Unix);
+        assert_eq!(Transport::Unix.to_string(), "unix");
+        for (transport, address) in [
+            (Transport::Unix, "rel.sock"),
+            (Transport::Unix, "unix://rel.sock"),
+            (Transport::Unix, "unix://"),
+            (Transport::Unix, "host:1"),
+            (Transport::Unix, "/a\0b"),
+            (Transport::Tls, "unix:///run/a.sock"),
+            (Transport::Ws, "unix:///run/a.sock"),
+        ] {
+            let r = ServiceInstance::new("s", address)
+                .with_transport(transport)
+                .normalize();
+            assert!(
+                matches!(r, Err(Error::InvalidInstance(_))),
+                "{transport} {address:?}: {r:?}"
+            );
+        }
+        assert!(
+            ServiceInstance::from_json(br#"{"service":"s","address":"x","transport":"unix"}"#)
+                .is_err()
+        );
     }
 }

@@ -4,6 +4,11 @@
 //! `discover`/`watch` return the list (a watch yields one [`Event::Snapshot`] and then nothing,
 //! forever); `register` fails with [`Error::Unsupported`]: a static registry is read-only.
 //! Each address becomes one instance whose `instance_id` is the address itself.
+//!
+//! A static URL cannot name a Unix socket: its addresses are the `host:port` entries of the
+//! authority and it has no path, so `transport=unix` is refused. Publish Unix socket instances
+//! through a registry that stores instances (`memory://`, etcd, ZooKeeper), or build a
+//! [`StaticRegistry::new`] from [`ServiceInstance`]s in code.
 
 use crate::error::{Error, Result};
 use crate::metrics::{Op, observe};
@@ -54,6 +59,12 @@ impl StaticRegistry {
                 .map_err(|_| url.error(format!("unknown transport {t:?}")))?,
             None => Transport::Tcp,
         };
+        if transport == Transport::Unix {
+            return Err(url.error(
+                "a static:// URL cannot name a Unix socket (its addresses are host:port entries \
+                 and it has no path); register the instance in memory://, etcd or ZooKeeper",
+            ));
+        }
         let weight = match url.params.get("weight") {
             Some(w) => w
                 .parse()
@@ -162,5 +173,19 @@ mod tests {
             Err(Error::Unsupported(_))
         ));
         assert!(StaticRegistry::from_url(&RegistryUrl::parse("static://a:1").unwrap()).is_err());
+        // No syntax for a socket path: transport=unix is refused, and so is a path.
+        for bad in [
+            "static://a:1?service=Echo&transport=unix",
+            "static:///run/a.sock?service=Echo&transport=unix",
+        ] {
+            let e = StaticRegistry::from_url(&RegistryUrl::parse(bad).unwrap());
+            assert!(matches!(e, Err(Error::InvalidUrl { .. })), "{bad}: {e:?}");
+        }
+        // Built in code, a static registry serves Unix socket instances like any other.
+        let unix =
+            StaticRegistry::new(vec![ServiceInstance::new("Echo", "unix:///run/a.sock")]).unwrap();
+        let found = unix.discover(&Query::new("Echo")).await.unwrap();
+        assert_eq!(found[0].transport, Transport::Unix);
+        assert_eq!(found[0].address, "/run/a.sock");
     }
 }

@@ -10,8 +10,10 @@
 //! Connections are keyed by (service, group, version, instance id), since ids are unique only
 //! within one service, group and version; an instance listed again with another address or
 //! transport is reconnected there (the old connection drains). A cluster that requires TLS (see
-//! [`TransportSecurity`]) never dials an instance that advertises a plaintext transport: it
-//! logs and counts the refusal instead ([`Cluster::refused`]).
+//! [`TransportSecurity`]) never dials an instance that advertises a plaintext transport (`tcp`,
+//! `ws`, `unix`): it logs and counts the refusal instead ([`Cluster::refused`]). Unix socket
+//! instances are dialled with the same client options as TCP ones (connections, reconnect
+//! interval and back-off, heartbeats).
 //!
 //! Dropping a `Cluster` stops following the directory and closes every connection in the
 //! background; [`Cluster::close`] does the same and waits.
@@ -56,7 +58,8 @@ pub struct ClusterOptions {
     pub security: TransportSecurity,
 }
 
-/// A consumer's transport policy: what it dials whatever the registry advertises.
+/// A consumer's transport policy: what it dials whatever the registry advertises. A `unix`
+/// instance is plaintext (there is no TLS over Unix sockets here), so `Tls` refuses it too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportSecurity {
     /// Dial the transport each instance advertises.
@@ -386,6 +389,13 @@ fn refusal(opts: &ClusterOptions, inst: &ServiceInstance) -> Option<String> {
         // A `wss` instance whose address is a URL must be a `wss://` one.
         Transport::Wss => !inst.address.contains("://") || inst.address.starts_with("wss://"),
         Transport::Tcp | Transport::Ws => false,
+        Transport::Unix => {
+            return Some(format!(
+                "the cluster requires TLS but the instance advertises a plaintext Unix socket \
+                 at {} (no TLS over Unix sockets)",
+                inst.address
+            ));
+        }
     };
     if !secure {
         return Some(format!(
@@ -492,7 +502,9 @@ async fn drain(c: Arc<RpcClient>, grace: Duration) {
     c.close().await;
 }
 
-/// What the cluster dials for `inst`: its address, as a URL for WebSocket instances.
+/// What the cluster dials for `inst`: its address, as a URL for WebSocket instances, the
+/// socket path for Unix ones (a `unix://` prefix, from a registry that did not normalise it,
+/// dropped).
 fn dial_target(inst: &ServiceInstance) -> String {
     match inst.transport {
         Transport::Ws | Transport::Wss if !inst.address.contains("://") => {
@@ -504,6 +516,11 @@ fn dial_target(inst: &ServiceInstance) -> String {
             let path = inst.metadata.get("path").map_or("/", String::as_str);
             format!("{scheme}://{}{path}", inst.address)
         }
+        Transport::Unix => inst
+            .address
+            .strip_prefix("unix://")
+            .unwrap_or(&inst.address)
+            .to_string(),
         _ => inst.address.clone(),
     }
 }
@@ -531,6 +548,16 @@ fn connect(me: &Inner, inst: &ServiceInstance) -> getty_core::Result<RpcClient> 
             Transport::Tls => b.connect_tls(tls()?, cb),
             Transport::Ws => b.connect_ws(cb),
             Transport::Wss => b.connect_wss(tls()?, cb),
+            #[cfg(unix)]
+            Transport::Unix => b.connect_unix(cb),
+            #[cfg(not(unix))]
+            Transport::Unix => Err(getty_core::Error::InvalidOption {
+                name: "transport",
+                reason: format!(
+                    "instance {} is a Unix socket, which this platform does not have",
+                    inst.instance_id
+                ),
+            }),
         }
     })
 }

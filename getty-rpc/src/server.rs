@@ -110,13 +110,23 @@ impl RpcServer {
     }
 
     /// Publishes this server (it is already listening) as `instance`; an empty address is
-    /// filled with the listening address. Returns the instance id.
+    /// filled with the listening address. A Unix socket server has no such address (its
+    /// `local_addr` is `0.0.0.0:0`): publish it with its socket path as the address (and
+    /// [`Transport::Unix`](getty_registry::Transport::Unix), or `unix:///path`). Returns the
+    /// instance id.
     pub async fn publish(
         &self,
         registry: &dyn Registry,
         mut instance: ServiceInstance,
     ) -> getty_registry::Result<String> {
         if instance.address.is_empty() {
+            if self.core.endpoint_type() == getty_core::EndpointType::UnixServer {
+                return Err(getty_registry::Error::InvalidInstance(
+                    "a Unix socket server cannot fill in its address: publish it with the \
+                     socket path as the address"
+                        .into(),
+                ));
+            }
             instance.address = self.local_addr().to_string();
         }
         // Lets tools show an instance's age (`getty list`).

@@ -7,10 +7,38 @@
 
 use bytes::BytesMut;
 use getty_core::Decoded;
+use getty_rpc::compression::FLAG_ZSTD;
 use getty_rpc::frame::{self, CodecId, DEFAULT_MAX_FRAME, Frame};
 use getty_rpc::status::Status;
 
 const PROTOCOL: &str = include_str!("../PROTOCOL.md");
+
+/// The JSON that the compressed examples carry, and its zstd frame (as getty's level-1
+/// compressor makes it: content size declared, no checksum).
+const ZSTD_REQUEST_JSON: &str =
+    r#"{"name":"world world world world world world world world world world"}"#;
+const ZSTD_REQUEST: &[u8] = &[
+    0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x46, 0xbd, 0x00, 0x00, 0x88, 0x7b, 0x22, 0x6e, 0x61, 0x6d, 0x65,
+    0x22, 0x3a, 0x22, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0x20, 0x22, 0x7d, 0x01, 0x00, 0xca, 0x59, 0xea,
+];
+const ZSTD_RESPONSE_JSON: &str =
+    r#"{"message":"Hello, world world world world world world world world world world"}"#;
+const ZSTD_RESPONSE: &[u8] = &[
+    0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x50, 0x0d, 0x01, 0x00, 0xd0, 0x7b, 0x22, 0x6d, 0x65, 0x73, 0x73,
+    0x61, 0x67, 0x65, 0x22, 0x3a, 0x22, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x2c, 0x20, 0x77, 0x6f, 0x72,
+    0x6c, 0x64, 0x22, 0x7d, 0x01, 0x00, 0x2c, 0x67, 0x19, 0x03,
+];
+
+/// The compressed examples: name, and the body each inflates to.
+const COMPRESSED: &[(&str, &str)] = &[
+    ("request-zstd", ZSTD_REQUEST_JSON),
+    ("response-zstd", ZSTD_RESPONSE_JSON),
+];
+
+fn compressed(mut f: Frame) -> Frame {
+    f.flags |= FLAG_ZSTD;
+    f
+}
 
 /// The frame each example in PROTOCOL.md shows.
 fn expected() -> Vec<(&'static str, Frame)> {
@@ -79,6 +107,23 @@ fn expected() -> Vec<(&'static str, Frame)> {
         ),
         ("stream-end", Frame::stream_end(9, true, Status::Ok, "")),
         ("stream-credit", Frame::stream_credit(9, false, 128, 640)),
+        (
+            "request-zstd",
+            compressed(
+                Frame::request(
+                    6,
+                    CodecId::Json,
+                    "greeter.Greeter",
+                    "SayHello",
+                    ZSTD_REQUEST,
+                )
+                .with_timeout_ms(1500),
+            ),
+        ),
+        (
+            "response-zstd",
+            compressed(Frame::response(6, CodecId::Json, ZSTD_RESPONSE)),
+        ),
     ]
 }
 
@@ -174,6 +219,31 @@ fn protocol_md_examples_match_the_codec() {
             },
             "example {name}"
         );
+    }
+}
+
+/// The compressed examples have flag bit 1 set and, read as zstd (with the feature), inflate
+/// through the receive path's inflate to their JSON.
+#[test]
+fn compressed_examples_inflate_to_their_json() {
+    let all = expected();
+    for (name, json) in COMPRESSED {
+        let (_, f) = all
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no example {name}"));
+        assert_eq!(f.flags & FLAG_ZSTD, FLAG_ZSTD, "example {name}");
+        assert!(
+            f.body.len() < json.len(),
+            "example {name} is smaller compressed"
+        );
+        #[cfg(feature = "zstd")]
+        {
+            let body = getty_rpc::compression::inflate_body(&f.body, DEFAULT_MAX_FRAME).unwrap();
+            assert_eq!(&body[..], json.as_bytes(), "example {name}");
+        }
+        #[cfg(not(feature = "zstd"))]
+        let _ = json;
     }
 }
 
