@@ -711,11 +711,9 @@ async fn a_cluster_that_requires_tls_refuses_a_unix_instance() {
         reg.clone(),
         Query::new(SVC),
         Router::new(),
-        ClusterOptions {
-            tls: Some(pki.client()),
-            security: TransportSecurity::Tls,
-            ..Default::default()
-        },
+        ClusterOptions::default()
+            .tls(pki.client())
+            .security(TransportSecurity::Tls),
     );
     assert!(c.wait_connected(1, Duration::from_secs(3)).await);
     within(
