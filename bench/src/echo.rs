@@ -67,6 +67,10 @@ pub struct StartRequest {
     /// One task per slot (`--spawn-slots`).
     #[prost(bool, tag = "6")]
     pub spawn_slots: bool,
+    /// What the server drives: 0 unary echo calls, 1 item streams it opens (`--mode stream`:
+    /// the client sends the items), 2 bidirectional streams it opens (the client echoes).
+    #[prost(uint32, tag = "7")]
+    pub mode: u32,
 }
 
 /// `--reverse`: the figures of the run, measured by the server (the caller).
@@ -173,7 +177,12 @@ pub fn add_control(r: &mut Router, default_codec: CodecId) {
                 req.secs,
             );
             load.spawn_slots = req.spawn_slots;
-            let tally = load::drive(ctx.peer(), &load).await;
+            let size = req.payload as usize;
+            let tally = match req.mode {
+                1 => crate::streams::drive_stream(ctx.peer(), &load, size).await,
+                2 => crate::streams::drive_bidi(ctx.peer(), &load, size).await,
+                _ => load::drive(ctx.peer(), &load).await,
+            };
             Ok(StartReply::from_tally(&tally))
         },
     );

@@ -9,8 +9,10 @@
 //! ```
 //! Streams (`streams.rs`): the stream mode counts items where the client receives them, the
 //! histogram holding the gaps between items of one stream; bidi keeps 16 items in flight per
-//! stream and records each item's round trip. `--reverse` with a stream mode exits 3 (not
-//! implemented).
+//! stream and records each item's round trip. `--reverse` with a stream mode: the server opens
+//! the streams to the client's streaming service (for `stream` the client sends the items, for
+//! `bidi` it echoes them); the server counts the items where it receives them and reports the
+//! figures over the same connection, as for reverse unary calls.
 //! Beyond the contract, both roles take `--rt multi|current` and `--threads N` (or the
 //! environment variables `GETTY_BENCH_RT` and `GETTY_BENCH_THREADS`): see [`RtKind`]; the client
 //! takes `--spawn-slots` (`GETTY_BENCH_SPAWN_SLOTS=1`): one task per in-flight slot, as the
@@ -281,6 +283,8 @@ async fn group(
 ) -> Res<Tally> {
     let mut router = Router::new();
     echo::add_echo(&mut router);
+    // `--reverse` with a stream mode: the server opens its streams to these.
+    streams::add_streams(&mut router);
     let client = match net::connect(router, a.transport, &a.addr, conns).await {
         Ok(c) => c,
         Err(e) => {
@@ -299,13 +303,12 @@ async fn group(
     for peer in peers {
         let (a, load) = (a.clone(), load.clone());
         tasks.spawn(async move {
-            match a.mode {
-                Mode::Stream => return Ok(streams::drive_stream(&peer, &load, a.payload).await),
-                Mode::Bidi => return Ok(streams::drive_bidi(&peer, &load, a.payload).await),
-                Mode::Unary => {}
-            }
             if !a.reverse {
-                return Ok(load::drive(&peer, &load).await);
+                return Ok(match a.mode {
+                    Mode::Stream => streams::drive_stream(&peer, &load, a.payload).await,
+                    Mode::Bidi => streams::drive_bidi(&peer, &load, a.payload).await,
+                    Mode::Unary => load::drive(&peer, &load).await,
+                });
             }
             // The server drives the load on this connection and reports what it measured.
             let req = StartRequest {
@@ -315,6 +318,11 @@ async fn group(
                 secs: a.secs,
                 codec: a.codec.as_u8() as u32,
                 spawn_slots: a.spawn_slots,
+                mode: match a.mode {
+                    Mode::Unary => 0,
+                    Mode::Stream => 1,
+                    Mode::Bidi => 2,
+                },
             };
             let budget = Duration::from_secs_f64(a.warmup + a.secs) + STUCK_GRACE * 2;
             let opts = CallOptions::new().timeout(budget);
@@ -339,14 +347,6 @@ async fn group(
 }
 
 fn client(a: Args) -> Res<()> {
-    if a.reverse && a.mode != Mode::Unary {
-        // Server-opened streams in the benchmark are not implemented (the contract's exit 3).
-        eprintln!(
-            "getty-bench: --reverse with --mode {:?} is not implemented",
-            a.mode
-        );
-        exit(3);
-    }
     let a = Arc::new(a);
     // Connections per runtime.
     let groups: Vec<usize> = match a.rt {

@@ -137,3 +137,20 @@ fn no_server_is_a_failure() {
     let (code, _) = client(port, &["--transport", "tls"]);
     assert_eq!(code, 1);
 }
+
+/// Both streaming modes, opened by the client and (`--reverse`) by the server, in both codecs:
+/// items cross, none is wrong, one JSON line.
+#[test]
+fn stream_modes_both_directions_both_codecs() {
+    let port = free_port();
+    let _s = server(port, &[]);
+    for mode in ["stream", "bidi"] {
+        for extra in [&[][..], &["--reverse"], &["--reverse", "--codec", "json"]] {
+            let mut args = vec!["--mode", mode];
+            args.extend_from_slice(extra);
+            let (code, out) = client(port, &args);
+            assert_eq!(code, 0, "{mode} {extra:?}: {out}");
+            check(&out);
+        }
+    }
+}
