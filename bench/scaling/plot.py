@@ -53,6 +53,20 @@ def human_count(n):
     return f"{n:,}"
 
 
+def fmt_number(y, _pos=None):
+    """An axis label: 1,000 rather than 10^3."""
+    return f"{y:,.0f}" if y >= 1 else f"{y:g}"
+
+
+def fmt_us(y, _pos=None):
+    """An axis label for microseconds: 100 µs, 10 ms, 1 s."""
+    if y >= 1e6:
+        return f"{y / 1e6:g} s"
+    if y >= 1e3:
+        return f"{y / 1e3:g} ms"
+    return f"{y:g} µs"
+
+
 def series(points, key):
     """(xs, ys) of the successful points, and the xs of the failed ones."""
     ok, failed = [], []
@@ -66,7 +80,7 @@ def series(points, key):
     return [x for x, _ in ok], [y for _, y in ok], failed
 
 
-def panel(ax, data, key, ylabel, xlabel, xticks, xfmt, logy=True):
+def panel(ax, data, key, ylabel, xlabel, xticks, xfmt, yfmt=fmt_number, logy=True):
     for name in IMPLS + sorted(set(data) - set(IMPLS)):
         if name not in data:
             continue
@@ -82,6 +96,10 @@ def panel(ax, data, key, ylabel, xlabel, xticks, xfmt, logy=True):
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(yfmt))
     ax.set_xticks(xticks)
     ax.set_xticklabels([xfmt(x) for x in xticks], fontsize=8)
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -104,10 +122,10 @@ def plot_connections(rows, png):
     xs = sorted({r["point"] for r in rows})
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     panel(a, data, lambda r: r["rps"], "calls/s", "connections (1 call in flight each, 64 B)",
-          xs, human_count)
+          xs, human_count, logy=False)
     a.set_title("calls/s against connections")
-    panel(b, data, lambda r: r["p99_us"], "p99 latency (µs)",
-          "connections (1 call in flight each, 64 B)", xs, human_count)
+    panel(b, data, lambda r: r["p99_us"], "p99 latency",
+          "connections (1 call in flight each, 64 B)", xs, human_count, fmt_us)
     b.set_title("p99 latency against connections")
     fig.suptitle("Unary echo over loopback TCP, protobuf; one run per point. " + load_note(rows),
                  fontsize=9)
@@ -126,7 +144,7 @@ def plot_payload(rows, png):
     panel(m, data, lambda r: r["rps"] * r["payload"] / 1e6, "MB/s of payload, each way", xl, xs,
           human_bytes)
     m.set_title("payload throughput (calls/s × payload)")
-    panel(b, data, lambda r: r["p99_us"], "p99 latency (µs)", xl, xs, human_bytes)
+    panel(b, data, lambda r: r["p99_us"], "p99 latency", xl, xs, human_bytes, fmt_us)
     b.set_title("p99 latency against payload")
     fig.suptitle("Unary echo over loopback TCP, protobuf; one run per point. " + load_note(rows),
                  fontsize=9)
@@ -197,7 +215,7 @@ def table(rows, curve):
                 cells += ["–"] * k
                 continue
             if res is None:
-                cells += [f"failed (exit {r['exit']})"] + [""] * (k - 1)
+                cells += [f"failed (exit {r['exit']})"] + [""] * (k - 2)
             else:
                 e = f" ({res['errors']} errors)" if res.get("errors") else ""
                 cells += [f"{res['rps']:,.0f}{e}", f"{res['p99_us']:,.0f}"]
