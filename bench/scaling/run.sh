@@ -4,7 +4,7 @@
 #   connections curve: C in CONNS, 1 call in flight each, 64 B payloads
 #   payload curve:     B in PAYLOADS, at 4 connections x 16 in flight
 # Each run appends one JSON line to $OUT_DIR/scaling-<curve>.jsonl:
-#   {"curve":..,"name":..,"point":..,"load1":..,"cpu":{client,server,other},"server_hwm_kib":..,
+#   {"curve":..,"name":..,"point":..,"warmup_s":..,"load1":..,"cpu":{client,server,other},"server_hwm_kib":..,
 #    "server_rss_kib":..,"exit":..,"wall_s":..,"error":..,"result":<the client's JSON line or null>}
 # A client that fails (exit != 0, or no JSON line) is recorded with "result":null, its exit status
 # and the last line it wrote on stderr as "error": a point an impl cannot do stays in the data.
@@ -18,6 +18,11 @@
 #   CONNS='1 10 100 1000 10000'    the connections curve's points
 #   PAYLOADS='64 1024 16384 65536 262144 1048576'   the payload curve's points (bytes)
 #   SECS=3 WARMUP=1                measured / warm-up seconds per run
+#   WARMUP_PER_CONN=0.0004         connections curve: the warm-up is at least this many seconds per
+#                                  connection (4 s at 10,000). The first calls of C connections all
+#                                  start at once and take a while to drain; with a 1 s warm-up the
+#                                  10,000 point measures that burst (p99 close to the whole run)
+#                                  rather than the steady state. The warm-up used is in the line.
 #   OUT_DIR=bench/results          where the jsonl files go (appended to; TRUNCATE=1 empties them first)
 #   PEERBENCH=<repo>/../shared/peerbench   the peer harness's sources (read-only is fine)
 #   PB_TARGET=/work/pb-target      cargo target dir for peerbench
@@ -81,7 +86,9 @@ echo "# starting at $(date -u +%H:%M:%S) UTC, load average $(cut -d' ' -f1-3 /pr
 
 # One run: server, wait for its port, client, one JSON line appended to $out.
 run_one() {
-  local curve=$1 name=$2 point=$3 C=$4 P=$5 B=$6 out=$7 cmd port spid rc=0 line err
+  local curve=$1 name=$2 point=$3 C=$4 P=$5 B=$6 out=$7 cmd port spid rc=0 line err warm=$WARMUP
+  [[ $curve == connections ]] &&
+    warm=$(awk -v w="$WARMUP" -v c="$C" -v k="${WARMUP_PER_CONN:-0.0004}" 'BEGIN {print (c * k > w ? c * k : w)}')
   cmd=$(cmd_of "$name")
   wait_quiet
   port=$(free_port)
@@ -89,13 +96,13 @@ run_one() {
   $cmd server --addr "127.0.0.1:$port" 2>"$LOG/server-$name.log" &
   spid=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  echo "# $curve $name C=$C P=$P B=$B on :$port" >&2
+  echo "# $curve $name C=$C P=$P B=$B warm-up ${warm}s on :$port" >&2
   local l1 b0 s0 t0 t1 s1 b1 hwm rss
   l1=$(load1) b0=$(busy) s0=$(ticks "$spid") t0=$(date +%s%N)
   TIMEFORMAT='%3U %3S'
   # shellcheck disable=SC2086
-  { time timeout $((${SECS%.*} + ${WARMUP%.*} + 120)) $cmd client --addr "127.0.0.1:$port" \
-    --conns "$C" --inflight "$P" --payload "$B" --secs "$SECS" --warmup-secs "$WARMUP" \
+  { time timeout $((${SECS%.*} + ${warm%.*} + 120)) $cmd client --addr "127.0.0.1:$port" \
+    --conns "$C" --inflight "$P" --payload "$B" --secs "$SECS" --warmup-secs "$warm" \
     >"$LOG/out" 2>"$LOG/client.err"; } 2>"$LOG/time" || rc=$?
   t1=$(date +%s%N) s1=$(ticks "$spid") b1=$(busy)
   hwm=$(status_kib "$spid" VmHWM) rss=$(status_kib "$spid" VmRSS)
@@ -113,11 +120,12 @@ run_one() {
   local cpu
   cpu=$(awk -v w=$(((t1 - t0) / 1000000)) -v s=$((s1 - s0)) -v b=$((b1 - b0)) '{c = ($1 + $2) * 100000 / w
     o = (b - s) * 1000 / w - c; printf "{\"client\":%.0f,\"server\":%.0f,\"other\":%.0f}", c, s * 1000 / w, (o > 0 ? o : 0)}' "$LOG/time" 2>/dev/null || echo null)
-  python3 - "$curve" "$name" "$point" "$l1" "$cpu" "${hwm:-}" "${rss:-}" "$rc" "$(((t1 - t0) / 1000000))" "$err" "$line" >>"$out" <<'EOF'
+  python3 - "$curve" "$name" "$point" "$warm" "$l1" "$cpu" "${hwm:-}" "${rss:-}" "$rc" "$(((t1 - t0) / 1000000))" "$err" "$line" >>"$out" <<'EOF'
 import json, sys
-curve, name, point, l1, cpu, hwm, rss, rc, wall_ms, err, line = sys.argv[1:]
+curve, name, point, warm, l1, cpu, hwm, rss, rc, wall_ms, err, line = sys.argv[1:]
 num = lambda s: int(s) if s else None
-print(json.dumps({"curve": curve, "name": name, "point": int(point), "load1": float(l1),
+print(json.dumps({"curve": curve, "name": name, "point": int(point),
+                  "warmup_s": float(warm), "load1": float(l1),
                   "cpu": json.loads(cpu), "server_hwm_kib": num(hwm), "server_rss_kib": num(rss),
                   "exit": int(rc), "wall_s": int(wall_ms) / 1000, "error": err or None,
                   "result": json.loads(line) if line else None}, separators=(",", ":")))
