@@ -27,9 +27,11 @@
 #   PEERBENCH=<repo>/../shared/peerbench   the peer harness's sources (read-only is fine)
 #   PB_TARGET=/work/pb-target      cargo target dir for peerbench
 #   GETTY_BIN, PEERBENCH_BIN       prebuilt binaries (skips the matching build)
-#   LOAD_BELOW=1.5 LOAD_UNTIL=     before the first run, wait until the 1-minute load average is
-#                                  below LOAD_BELOW, or until the clock reads LOAD_UNTIL (HH:MM,
-#                                  UTC); empty LOAD_UNTIL: do not wait at all
+#   LOAD_BELOW=1.5 BUSY_BELOW=10 LOAD_UNTIL=
+#                                  before the first run, wait until the 1-minute load average is
+#                                  below LOAD_BELOW and the machine is less than BUSY_BELOW % busy
+#                                  over 5 s, or until the clock reads LOAD_UNTIL (HH:MM, UTC);
+#                                  empty LOAD_UNTIL: do not wait at all
 #   QUIET_MAX=5                    seconds to wait, before each run, for the rest of the machine to idle
 # 10,000 connections are 10,000 open files in each of the two processes: the script raises the
 # soft open-file limit to 20,000 (or to the hard limit, if lower; then the 10k point may fail, and
@@ -75,11 +77,22 @@ wait_quiet() {
   echo "# machine still busy; measuring anyway (see load1 and cpu.other)" >&2
 }
 
+# % of the whole machine (all CPUs) busy over the next 5 seconds.
+busy_pct() {
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
+  sleep 5
+  read -r b1 t1 < <(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
+  echo $(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
+}
 if [[ -n ${LOAD_UNTIL:-} ]]; then
-  until awk -v l="$(load1)" -v m="${LOAD_BELOW:-1.5}" 'BEGIN {exit !(l < m)}' ||
-    [[ $(date -u +%H:%M) > $LOAD_UNTIL || $(date -u +%H:%M) == "$LOAD_UNTIL" ]]; do
-    echo "# load $(load1) >= ${LOAD_BELOW:-1.5}; waiting (until $LOAD_UNTIL UTC at the latest)" >&2
-    sleep 20
+  # The 1-minute average lags: a falling average can dip below the bar while other builds are
+  # already running again, so the machine must also be nearly idle right now (BUSY_BELOW %).
+  until [[ $(date -u +%H:%M) > $LOAD_UNTIL || $(date -u +%H:%M) == "$LOAD_UNTIL" ]]; do
+    l=$(load1) b=$(busy_pct)
+    awk -v l="$l" -v m="${LOAD_BELOW:-1.5}" -v b="$b" -v c="${BUSY_BELOW:-10}" 'BEGIN {exit !(l < m && b < c)}' && break
+    echo "# load $l (bar ${LOAD_BELOW:-1.5}), ${b}% busy (bar ${BUSY_BELOW:-10}%); waiting (until $LOAD_UNTIL UTC at the latest)" >&2
+    sleep 10
   done
 fi
 echo "# starting at $(date -u +%H:%M:%S) UTC, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
