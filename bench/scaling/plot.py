@@ -114,7 +114,11 @@ def load_note(rows):
     loads = [r["load1"] for r in rows if r.get("load1") is not None]
     if not loads:
         return ""
-    return f"1-min load during the runs: {min(loads):.2f}-{max(loads):.2f} (2 cores)"
+    note = f"1-min load at the runs' start: {min(loads):.2f}-{max(loads):.2f} (2 cores)"
+    other = [r["cpu"]["other"] for r in rows if isinstance(r.get("cpu"), dict)]
+    if other:
+        note += f"; other processes' CPU: {min(other)}-{max(other)} % of a core"
+    return note
 
 
 def plot_connections(rows, png):
