@@ -5,9 +5,12 @@
 #   payload curve:     B in PAYLOADS, at 4 connections x 16 in flight
 # Each run appends one JSON line to $OUT_DIR/scaling-<curve>.jsonl:
 #   {"curve":..,"name":..,"point":..,"warmup_s":..,"load1":..,"cpu":{client,server,other},"server_hwm_kib":..,
-#    "server_rss_kib":..,"exit":..,"wall_s":..,"error":..,"result":<the client's JSON line or null>}
+#    "server_rss_kib":..,"exit":..,"wall_s":..,"listen_overflows":..,"error":..,"result":<the client's JSON line or null>}
 # A client that fails (exit != 0, or no JSON line) is recorded with "result":null, its exit status
 # and the last line it wrote on stderr as "error": a point an impl cannot do stays in the data.
+# wall_s is the client's whole life (connecting, warm-up, measured seconds, exit); listen_overflows
+# the kernel's ListenOverflows counter over it (connects whose SYN was dropped because the server's
+# accept queue was full: each one costs the dialler a 1 s SYN retransmit).
 # server_hwm_kib is the server's peak RSS (VmHWM in /proc/PID/status), read just before it is killed.
 # load1 is the 1-minute load average when the run started; cpu is % of one core over the client's
 # lifetime (client, server, and everything else on the box), as shared/peerbench/run.sh reports.
@@ -69,6 +72,8 @@ busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }   # mach
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # one process's ticks
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# The kernel's count of connections dropped because a listen queue was full (machine-wide).
+overflows() { awk '/^TcpExt:/ {if (!h) {split($0, k); h = 1} else {split($0, v); for (i in k) if (k[i] == "ListenOverflows") print v[i]}}' /proc/net/netstat; }
 wait_quiet() {
   for _ in $(seq "${QUIET_MAX:-5}"); do
     local b0; b0=$(busy); sleep 1
@@ -110,14 +115,14 @@ run_one() {
   spid=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   echo "# $curve $name C=$C P=$P B=$B warm-up ${warm}s on :$port" >&2
-  local l1 b0 s0 t0 t1 s1 b1 hwm rss
-  l1=$(load1) b0=$(busy) s0=$(ticks "$spid") t0=$(date +%s%N)
+  local l1 b0 s0 t0 t1 s1 b1 hwm rss o0 o1
+  l1=$(load1) b0=$(busy) s0=$(ticks "$spid") t0=$(date +%s%N) o0=$(overflows)
   TIMEFORMAT='%3U %3S'
   # shellcheck disable=SC2086
   { time timeout $((${SECS%.*} + ${warm%.*} + 120)) $cmd client --addr "127.0.0.1:$port" \
     --conns "$C" --inflight "$P" --payload "$B" --secs "$SECS" --warmup-secs "$warm" \
     >"$LOG/out" 2>"$LOG/client.err"; } 2>"$LOG/time" || rc=$?
-  t1=$(date +%s%N) s1=$(ticks "$spid") b1=$(busy)
+  t1=$(date +%s%N) s1=$(ticks "$spid") b1=$(busy) o1=$(overflows)
   hwm=$(status_kib "$spid" VmHWM) rss=$(status_kib "$spid" VmRSS)
   kill "$spid" 2>/dev/null || true
   wait "$spid" 2>/dev/null || true
@@ -133,14 +138,15 @@ run_one() {
   local cpu
   cpu=$(awk -v w=$(((t1 - t0) / 1000000)) -v s=$((s1 - s0)) -v b=$((b1 - b0)) '{c = ($1 + $2) * 100000 / w
     o = (b - s) * 1000 / w - c; printf "{\"client\":%.0f,\"server\":%.0f,\"other\":%.0f}", c, s * 1000 / w, (o > 0 ? o : 0)}' "$LOG/time" 2>/dev/null || echo null)
-  python3 - "$curve" "$name" "$point" "$warm" "$l1" "$cpu" "${hwm:-}" "${rss:-}" "$rc" "$(((t1 - t0) / 1000000))" "$err" "$line" >>"$out" <<'EOF'
+  python3 - "$curve" "$name" "$point" "$warm" "$l1" "$cpu" "${hwm:-}" "${rss:-}" "$rc" "$(((t1 - t0) / 1000000))" "$((o1 - o0))" "$err" "$line" >>"$out" <<'EOF'
 import json, sys
-curve, name, point, warm, l1, cpu, hwm, rss, rc, wall_ms, err, line = sys.argv[1:]
+curve, name, point, warm, l1, cpu, hwm, rss, rc, wall_ms, drops, err, line = sys.argv[1:]
 num = lambda s: int(s) if s else None
 print(json.dumps({"curve": curve, "name": name, "point": int(point),
                   "warmup_s": float(warm), "load1": float(l1),
                   "cpu": json.loads(cpu), "server_hwm_kib": num(hwm), "server_rss_kib": num(rss),
-                  "exit": int(rc), "wall_s": int(wall_ms) / 1000, "error": err or None,
+                  "exit": int(rc), "wall_s": int(wall_ms) / 1000,
+                  "listen_overflows": int(drops), "error": err or None,
                   "result": json.loads(line) if line else None}, separators=(",", ":")))
 EOF
   tail -n 1 "$out" >&2
