@@ -144,11 +144,16 @@ pub async fn connect(
     addr: &str,
     conns: usize,
 ) -> Res<RpcClient> {
+    // The client gives up after 5 failed dials in all (a dial that succeeds does not reset the
+    // count), and with thousands of connections a server's full accept queue drops SYNs: each
+    // one costs its dial a 1 s retransmit, two in a row 3 s, the default connect timeout. So a
+    // dial gets 10 s (SYN retries at 1, 3 and 7 s); a server that is down still fails at once.
     let builder = |a: String| {
         ClientBuilder::new(a)
             .connections(conns)
             .reconnect_interval(Duration::from_millis(100))
             .reconnect_attempts(5)
+            .connect_timeout(Duration::from_secs(10))
     };
     let client = match transport {
         Transport::Tcp => {
