@@ -825,9 +825,9 @@ fn reserved_credit_and_batched_consumption_match_item_by_item() {
         ours: false,
     };
     let mut one = machine();
-    one.accept_stream(3, 40, vec![]).expect("fits");
+    let _one = one.accept_stream(3, 40, vec![]).expect("fits");
     let mut batched = machine();
-    batched.accept_stream(3, 40, vec![]).expect("fits");
+    let _batched = batched.accept_stream(3, 40, vec![]).expect("fits");
     let (mut local, mut left) = ((0u32, 0u64), (0u32, 0u64));
     for (i, &b) in sizes.iter().enumerate() {
         one.consumed(key, 1, b);
