@@ -14,6 +14,7 @@
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskCx, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::body::BodyCodec;
 use crate::error::RpcError;
 use crate::frame::{CodecId, Frame};
-use crate::machine::{Await, SendCredit, StreamKey};
+use crate::machine::{Await, SendCredit, StreamKey, due, spend_reserve};
 use crate::middleware::StreamItems;
 use crate::peer::{CallOptions, ConnState, Peer, settle};
 use crate::router::BoxFuture;
@@ -78,6 +79,11 @@ pub struct StreamReceiver {
     tap: Option<StreamItems>,
     /// The opener's layers wait here for the stream's outcome (what this half saw of its end).
     outcome: Option<oneshot::Sender<Result<(), RpcError>>>,
+    /// Items and bytes consumed since the last report to the machine, and how many more the
+    /// machine said may go before a grant is due: reporting only then takes the lock once per
+    /// grant instead of once per item, and grants go at the same item as ever.
+    unreported: (u32, u64),
+    left: (u32, u64),
 }
 
 impl StreamReceiver {
@@ -128,12 +134,18 @@ impl Stream for StreamReceiver {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Event::Item(b))) => {
-                if let Some(t) = &self.tap {
+                let this = &mut *self;
+                if let Some(t) = &this.tap {
                     t.received_one();
                 }
-                let mut m = self.state.machine();
-                m.consumed(self.key, b.len() as u64);
-                settle(&mut m, &self.state, &self.session);
+                this.unreported.0 = this.unreported.0.saturating_add(1);
+                this.unreported.1 = this.unreported.1.saturating_add(b.len() as u64);
+                if due(this.unreported, this.left) {
+                    let (items, bytes) = std::mem::take(&mut this.unreported);
+                    let mut m = this.state.machine();
+                    this.left = m.consumed(this.key, items, bytes);
+                    settle(&mut m, &this.state, &this.session);
+                }
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Event::End(Status::Ok, _))) => {
@@ -192,6 +204,11 @@ pub struct StreamSender {
     ended: bool,
     /// With layers installed: the item count they read at the end.
     tap: Option<StreamItems>,
+    /// Credit taken from the machine for later items (items, bytes), spent without the lock
+    /// while `epoch` still reads `seen` (no stream on the connection ended since).
+    reserve: (u32, u64),
+    epoch: Option<Arc<AtomicU64>>,
+    seen: u64,
 }
 
 impl StreamSender {
@@ -209,10 +226,47 @@ impl StreamSender {
     /// the stream's deadline). Fails once the stream is over.
     pub async fn send(&mut self, item: Bytes) -> Result<(), RpcError> {
         let bytes = item.len() as u64;
+        let reserved = !self.ended
+            && self
+                .epoch
+                .as_ref()
+                .is_some_and(|e| e.load(Ordering::Acquire) == self.seen)
+            && spend_reserve(&mut self.reserve, bytes);
+        if !reserved {
+            self.take_credit(bytes).await?;
+        }
+        let f = Frame::stream_item(self.key.seq, !self.key.ours, self.codec, item);
+        // The common case queues at once, with no future; a full queue waits below.
+        match self.session.try_send_pkg(&f) {
+            Ok(_) => {}
+            Err(getty_core::Error::QueueFull { .. }) => {
+                let send = self.session.send_pkg(&f);
+                let r = match self.deadline {
+                    Some(d) => tokio::time::timeout_at(d.into(), send).await.map_err(|_| {
+                        RpcError::new(Status::Timeout, "the write queue stayed full")
+                    })?,
+                    None => send.await,
+                };
+                r.map_err(RpcError::from)?;
+            }
+            Err(e) => return Err(RpcError::from(e)),
+        }
+        if let Some(t) = &self.tap {
+            t.sent_one();
+        }
+        Ok(())
+    }
+
+    /// Takes credit for one item of `bytes` from the machine (and the rest into the reserve),
+    /// waiting while there is none.
+    async fn take_credit(&mut self, bytes: u64) -> Result<(), RpcError> {
         loop {
             let wait = {
                 let mut m = self.state.machine();
-                match m.take_send_credit(self.key, bytes) {
+                let epoch = self.epoch.get_or_insert_with(|| m.stream_epoch().clone());
+                // Read under the lock: every end the machine counted so far is seen below.
+                self.seen = epoch.load(Ordering::Acquire);
+                match m.take_send_credit(self.key, bytes, &mut self.reserve) {
                     SendCredit::Go => None,
                     SendCredit::Blocked => {
                         let (tx, rx) = oneshot::channel();
@@ -224,7 +278,7 @@ impl StreamSender {
                     }
                 }
             };
-            let Some(rx) = wait else { break };
+            let Some(rx) = wait else { return Ok(()) };
             match self.deadline {
                 Some(d) => {
                     if tokio::time::timeout_at(d.into(), rx).await.is_err() {
@@ -239,19 +293,6 @@ impl StreamSender {
                 }
             }
         }
-        let f = Frame::stream_item(self.key.seq, !self.key.ours, self.codec, item);
-        let send = self.session.send_pkg(&f);
-        let r = match self.deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), send)
-                .await
-                .map_err(|_| RpcError::new(Status::Timeout, "the write queue stayed full"))?,
-            None => send.await,
-        };
-        r.map_err(RpcError::from)?;
-        if let Some(t) = &self.tap {
-            t.sent_one();
-        }
-        Ok(())
     }
 
     /// Ends this side's items (the opener's half-close); the acceptor's side ends when its
@@ -299,6 +340,9 @@ pub(crate) fn halves(
         deadline,
         ended: false,
         tap: None,
+        reserve: (0, 0),
+        epoch: None,
+        seen: 0,
     };
     let receiver = StreamReceiver {
         rx,
@@ -313,6 +357,8 @@ pub(crate) fn halves(
         done: false,
         tap: None,
         outcome: None,
+        unreported: (0, 0),
+        left: (0, 0),
     };
     (sender, receiver)
 }

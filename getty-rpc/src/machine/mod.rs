@@ -20,9 +20,11 @@ mod window;
 mod tests;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-pub(crate) use streams::{SendCredit, Stream, StreamKey};
+pub(crate) use streams::{SendCredit, Stream, StreamKey, due, spend_reserve};
 pub use window::Limits;
 pub(crate) use window::Window;
 
@@ -182,6 +184,10 @@ pub(crate) struct Machine<T: Io> {
     peer_stream_credit: Option<Limits>,
     /// Open streams, both ours and the peer's.
     streams: FastMap<StreamKey, Stream<T>>,
+    /// Counts every change that can end a stream's sending (a half-close, cancel, removal,
+    /// close). Senders spending reserved credit outside the lock read it to notice an end
+    /// without taking the lock per item (`streams.rs`, [`Machine::stream_epoch`]).
+    stream_epoch: Arc<AtomicU64>,
     /// The peer's first frame arrived (a Hello, or anything else from a peer without flow
     /// control); until then our calls keep within [`INITIAL_WINDOW`].
     peer_known: bool,
@@ -228,6 +234,7 @@ impl<T: Io> Machine<T> {
             peer_known: false,
             peer_stream_credit: None,
             streams: FastMap::default(),
+            stream_epoch: Arc::new(AtomicU64::new(0)),
             pending: FastMap::default(),
             out: Window::new(Some(INITIAL_WINDOW)),
             waiting: VecDeque::new(),
@@ -391,7 +398,13 @@ impl<T: Io> Machine<T> {
             Some(p) => p.bytes,
             None => bytes,
         };
-        self.streams.remove(&StreamKey { seq, ours: true });
+        if self
+            .streams
+            .remove(&StreamKey { seq, ours: true })
+            .is_some()
+        {
+            self.stream_gone();
+        }
         self.out.give_back(1, bytes);
     }
 
@@ -600,6 +613,7 @@ impl<T: Io> Machine<T> {
                 seq: a.seq,
                 ours: false,
             });
+            self.stream_gone();
         }
         self.release_in(a.two_way, a.bytes);
         a.two_way
@@ -647,6 +661,7 @@ impl<T: Io> Machine<T> {
         self.release_in(true, r.bytes);
         if r.stream {
             self.streams.remove(&StreamKey { seq, ours: false });
+            self.stream_gone();
             self.owe(Frame::stream_end(
                 seq,
                 true,
@@ -749,6 +764,7 @@ impl<T: Io> Machine<T> {
             .filter_map(|r| r.handle)
             .collect();
         let streams = self.streams.drain().map(|(_, s)| s.into_parts()).collect();
+        self.stream_gone();
         self.transmit.clear();
         self.deferred.clear();
         self.out = Window::new(self.out.limit);

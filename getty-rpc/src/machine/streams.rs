@@ -6,6 +6,9 @@
 //! credit, granted by the receiver as its application consumes them, so a slow consumer costs
 //! at most its credit of memory and never stalls anything else on the connection.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::{Admitted, Io, Limits, Machine, Refused};
 use crate::frame::Frame;
 use crate::status::Status;
@@ -78,7 +81,7 @@ impl<T: Io> Stream<T> {
 
 /// Whether an item may go out now.
 pub(crate) enum SendCredit {
-    /// Credit taken: send the item.
+    /// Credit taken: send the item (the rest of the credit is in the caller's reserve).
     Go,
     /// No credit: wait (register with [`Machine::block_sender`]) and try again.
     Blocked,
@@ -132,8 +135,18 @@ impl<T: Io> Machine<T> {
         Ok(a)
     }
 
-    /// Takes credit for one item of `bytes` on `key`.
-    pub(crate) fn take_send_credit(&mut self, key: StreamKey, bytes: u64) -> SendCredit {
+    /// Takes credit for one item of `bytes` on `key`, and all the credit left after it into
+    /// `reserve`, for the sender to spend on its next items without the lock (an item goes
+    /// from the reserve when `reserve` has an item and its bytes left: [`spend_reserve`]).
+    /// What `reserve` held is given back first, so a bigger-than-left item still goes when all
+    /// of the credit is free, and the sender never holds more than the peer granted.
+    pub(crate) fn take_send_credit(
+        &mut self,
+        key: StreamKey,
+        bytes: u64,
+        reserve: &mut (u32, u64),
+    ) -> SendCredit {
+        let back = std::mem::take(reserve);
         let Some(s) = self.streams.get_mut(&key) else {
             return SendCredit::Ended(if self.closed {
                 Status::ConnectionClosed
@@ -141,6 +154,8 @@ impl<T: Io> Machine<T> {
                 Status::Cancelled
             });
         };
+        s.send.0 = s.send.0.saturating_add(back.0).min(s.send_unit.calls);
+        s.send.1 = s.send.1.saturating_add(back.1).min(s.send_unit.bytes);
         if s.sent_end {
             return SendCredit::Ended(Status::Ok);
         }
@@ -149,12 +164,23 @@ impl<T: Io> Machine<T> {
         }
         let whole = s.send == (s.send_unit.calls, s.send_unit.bytes);
         if s.send.0 >= 1 && (bytes <= s.send.1 || whole) {
-            s.send.0 -= 1;
-            s.send.1 = s.send.1.saturating_sub(bytes);
+            *reserve = (s.send.0 - 1, s.send.1.saturating_sub(bytes));
+            s.send = (0, 0);
             SendCredit::Go
         } else {
             SendCredit::Blocked
         }
+    }
+
+    /// The count of stream ends on this connection, shared: a sender with a reserve reads it
+    /// before each item, and takes the lock again once it moved (the stream may be over).
+    pub(crate) fn stream_epoch(&self) -> &Arc<AtomicU64> {
+        &self.stream_epoch
+    }
+
+    /// Something that can end a stream's sending happened: senders must ask again.
+    pub(super) fn stream_gone(&self) {
+        self.stream_epoch.fetch_add(1, Ordering::Release);
     }
 
     /// Parks a sender that got [`SendCredit::Blocked`]; it is woken by credit or the end.
@@ -187,25 +213,33 @@ impl<T: Io> Machine<T> {
         Ok(s.items.as_mut())
     }
 
-    /// The local receiver consumed an item of `bytes`: once half the credit is consumed, grant
-    /// it again (a Credit frame, queued).
-    pub(crate) fn consumed(&mut self, key: StreamKey, bytes: u64) {
+    /// The local receiver consumed `items` items of `bytes` in all: once half the credit is
+    /// consumed, grant it again (a Credit frame, queued). Returns how many more items, or
+    /// bytes, the receiver may consume before the next grant is due, so it can count them
+    /// itself and report only then ([`due`]): grants go at exactly the item they would if it
+    /// reported every item.
+    pub(crate) fn consumed(&mut self, key: StreamKey, items: u32, bytes: u64) -> (u32, u64) {
         let unit = self.cfg.stream_credit;
         let Some(s) = self.streams.get_mut(&key) else {
-            return;
+            return (u32::MAX, u64::MAX);
         };
-        s.consumed.0 += 1;
-        s.consumed.1 += bytes;
+        s.consumed.0 = s.consumed.0.saturating_add(items);
+        s.consumed.1 = s.consumed.1.saturating_add(bytes);
         if s.got_end || s.cancelled {
-            return;
+            return (u32::MAX, u64::MAX);
         }
-        if s.consumed.0 >= unit.calls.div_ceil(2) || s.consumed.1 >= unit.bytes / 2 {
+        let half = (unit.calls.div_ceil(2), unit.bytes / 2);
+        if s.consumed.0 >= half.0 || s.consumed.1 >= half.1 {
             let (items, b) = std::mem::take(&mut s.consumed);
             s.recv.0 = s.recv.0.saturating_add(items).min(unit.calls);
             s.recv.1 = s.recv.1.saturating_add(b).min(unit.bytes);
             self.transmit
                 .push_back(Frame::stream_credit(key.seq, !key.ours, items, b));
         }
+        (
+            half.0.saturating_sub(s.consumed.0),
+            half.1.saturating_sub(s.consumed.1),
+        )
     }
 
     /// The peer granted credit on `key`: returns the blocked sender to wake.
@@ -232,6 +266,7 @@ impl<T: Io> Machine<T> {
         }
         let wake = s.blocked.take();
         drop(wake);
+        self.stream_gone();
         self.transmit
             .push_back(Frame::stream_end(key.seq, !key.ours, Status::Ok, ""));
     }
@@ -242,6 +277,7 @@ impl<T: Io> Machine<T> {
     pub(crate) fn on_stream_end(&mut self, key: StreamKey) -> Option<Ended<T>> {
         if key.ours {
             let s = self.streams.remove(&key)?;
+            self.stream_gone();
             self.out.give_back(1, s.window_bytes);
             return Some(s.into_parts());
         }
@@ -261,6 +297,7 @@ impl<T: Io> Machine<T> {
         }
         s.items = None;
         let wake = s.blocked.take();
+        self.stream_gone();
         if !flow {
             // No final answer will come from a peer without flow control.
             if let Some(s) = self.streams.remove(&key) {
@@ -282,4 +319,22 @@ impl<T: Io> Machine<T> {
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.len()
     }
+}
+
+/// Takes credit for one item of `bytes` from a sender's reserve (see
+/// [`Machine::take_send_credit`]), without the lock; `false` when the reserve cannot pay it.
+pub(crate) fn spend_reserve(reserve: &mut (u32, u64), bytes: u64) -> bool {
+    if reserve.0 >= 1 && bytes <= reserve.1 {
+        reserve.0 -= 1;
+        reserve.1 -= bytes;
+        true
+    } else {
+        false
+    }
+}
+
+/// Whether a receiver that counted `local` consumption since its last report must report now,
+/// given what [`Machine::consumed`] last said was left before the next grant.
+pub(crate) fn due(local: (u32, u64), left: (u32, u64)) -> bool {
+    local.0 >= left.0 || local.1 >= left.1
 }

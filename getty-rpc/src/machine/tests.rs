@@ -688,25 +688,42 @@ fn a_stream_sender_keeps_within_the_credit_and_waits_for_more() {
         panic!()
     };
     let key = StreamKey { seq, ours: true };
-    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
-    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
+    let mut r = (0, 0);
+    assert!(matches!(
+        m.take_send_credit(key, 20, &mut r),
+        SendCredit::Go
+    ));
+    assert_eq!(r, (1, 30), "the rest of the credit is reserved");
+    assert!(spend_reserve(&mut r, 20));
     // The peer's credit of 2 items is used up.
-    assert!(matches!(m.take_send_credit(key, 1), SendCredit::Blocked));
+    assert!(!spend_reserve(&mut r, 1));
+    assert!(matches!(
+        m.take_send_credit(key, 1, &mut r),
+        SendCredit::Blocked
+    ));
     m.block_sender(key, 7);
     assert_eq!(
         m.on_stream_credit(key, 1, 20),
         Some(7),
         "credit wakes the sender"
     );
-    assert!(matches!(m.take_send_credit(key, 20), SendCredit::Go));
-    // Half-close: no more items from us.
+    assert!(matches!(
+        m.take_send_credit(key, 20, &mut r),
+        SendCredit::Go
+    ));
+    // Half-close: no more items from us, and reserves must be asked again.
+    let epoch = m.stream_epoch().load(std::sync::atomic::Ordering::Acquire);
     m.end_our_half(key);
+    assert_ne!(
+        m.stream_epoch().load(std::sync::atomic::Ordering::Acquire),
+        epoch
+    );
     assert_eq!(
         m.poll_transmit().map(|f| (f.kind, f.from_acceptor())),
         Some((Kind::StreamEnd, false))
     );
     assert!(matches!(
-        m.take_send_credit(key, 1),
+        m.take_send_credit(key, 1, &mut r),
         SendCredit::Ended(Status::Ok)
     ));
     // The acceptor's final end returns the stream's window.
@@ -731,10 +748,15 @@ fn items_beyond_the_granted_credit_are_a_violation_and_consumption_grants_more()
         m.on_stream_item(key, 1).is_err(),
         "a fifth item is over the credit"
     );
-    // Consuming half of it grants that much again, marked as from the acceptor.
-    m.consumed(key, 25);
+    // Consuming half of it grants that much again, marked as from the acceptor; the
+    // machine says how much more may be consumed before the grant is due.
+    assert_eq!(m.consumed(key, 1, 25), (1, 25));
     assert!(m.poll_transmit().is_none());
-    m.consumed(key, 25);
+    assert_eq!(
+        m.consumed(key, 1, 25),
+        (2, 50),
+        "granted: a whole half again"
+    );
     let f = m.poll_transmit().expect("a credit");
     assert_eq!((f.kind, f.seq, f.from_acceptor()), (Kind::Credit, 3, true));
     assert_eq!(f.credit_grant(), Some((2, 50)));
@@ -764,4 +786,92 @@ fn a_cancelled_stream_is_answered_with_a_final_end_and_close_fails_the_rest() {
     assert_eq!(m.poll_transmit().map(|f| f.kind), Some(Kind::Cancel));
     let c = m.close();
     assert_eq!(c.streams.len(), 1);
+}
+
+/// A sender spending its reserve outside the machine, and a receiver reporting consumption
+/// only when the machine says a grant is due, against a machine driven item by item: the
+/// sender never exceeds the receiver's credit, and grants go at the same items.
+#[test]
+fn reserved_credit_and_batched_consumption_match_item_by_item() {
+    // Item sizes that cross the byte half and the whole credit in different places.
+    let sizes: Vec<u64> = (0..400u64).map(|i| (i * 7919) % 61).collect();
+    let unit = Limits {
+        calls: 4,
+        bytes: 100,
+    };
+    let machine = || {
+        let mut m: Machine<TestIo> = Machine::new(Config {
+            stream_credit: unit,
+            ..cfg(
+                Limits {
+                    calls: 8,
+                    bytes: 10_000,
+                },
+                16,
+            )
+        });
+        m.on_first_frame(
+            Some(Limits {
+                calls: 8,
+                bytes: 10_000,
+            }),
+            Some(unit),
+        );
+        m
+    };
+    // Receiver side, twice: per item, and batched.
+    let key = StreamKey {
+        seq: 3,
+        ours: false,
+    };
+    let mut one = machine();
+    let _one = one.accept_stream(3, 40, vec![]).expect("fits");
+    let mut batched = machine();
+    let _batched = batched.accept_stream(3, 40, vec![]).expect("fits");
+    let (mut local, mut left) = ((0u32, 0u64), (0u32, 0u64));
+    for (i, &b) in sizes.iter().enumerate() {
+        one.consumed(key, 1, b);
+        local = (local.0 + 1, local.1 + b);
+        if due(local, left) {
+            let (n, bytes) = std::mem::take(&mut local);
+            left = batched.consumed(key, n, bytes);
+        }
+        let a = one.poll_transmit().map(|f| f.credit_grant());
+        let c = batched.poll_transmit().map(|f| f.credit_grant());
+        assert_eq!(a, c, "grant after item {i}");
+    }
+    // Sender side: credit in the receiver's terms, granted back as it would consume.
+    let mut m = machine();
+    let Start::Send(seq) = m.start_call(40, Await::Stream(vec![])) else {
+        panic!()
+    };
+    let key = StreamKey { seq, ours: true };
+    let (mut r, mut granted, mut unacked) = ((0u32, 0u64), (4u32, 100u64), Vec::new());
+    for &b in &sizes {
+        let whole = granted == (4, 100);
+        if !spend_reserve(&mut r, b) {
+            match m.take_send_credit(key, b, &mut r) {
+                SendCredit::Go => {}
+                SendCredit::Blocked => {
+                    // The receiver consumes everything it got and grants it back.
+                    let (n, bytes) = unacked
+                        .drain(..)
+                        .fold((0u32, 0u64), |(n, s), x: u64| (n + 1, s + x));
+                    granted = (granted.0 + n, granted.1 + bytes);
+                    m.on_stream_credit(key, n, bytes);
+                    assert!(matches!(m.take_send_credit(key, b, &mut r), SendCredit::Go));
+                }
+                SendCredit::Ended(s) => panic!("ended: {s:?}"),
+            }
+        }
+        let whole = whole || granted == (4, 100);
+        assert!(
+            granted.0 >= 1 && (b <= granted.1 || whole),
+            "over the credit"
+        );
+        granted = (granted.0 - 1, granted.1.saturating_sub(b));
+        unacked.push(b);
+        // What the sender holds plus what the machine holds never exceeds the grant.
+        assert!(r.0 <= granted.0 && r.1 <= granted.1);
+    }
 }
