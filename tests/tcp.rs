@@ -811,3 +811,44 @@ async fn a_panicking_handler_closes_only_its_session() {
     assert_eq!(read_frame(&mut b).await, b"fine");
     srv.close().await;
 }
+
+/// The listen backlog a listening socket was given, as `ss` reports it (its Send-Q column).
+fn listen_backlog(port: u16) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no listener on {port}: {text}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listen_backlog_is_the_default_or_the_one_set() {
+    let (l, _rx) = recorder(true);
+    let s = ServerBuilder::new("127.0.0.1:0")
+        .serve_tcp(setup(l, opts()))
+        .await
+        .unwrap();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let want = getty::core::endpoint::server::DEFAULT_BACKLOG.min(somaxconn);
+    assert_eq!(listen_backlog(s.local_addr().port()), want);
+    let (l, _rx) = recorder(true);
+    let small = ServerBuilder::new("127.0.0.1:0")
+        .backlog(7)
+        .serve_tcp(setup(l, opts()))
+        .await
+        .unwrap();
+    assert_eq!(listen_backlog(small.local_addr().port()), 7);
+    // Still a working server.
+    let mut c = TcpStream::connect(small.local_addr()).await.unwrap();
+    c.write_all(&[0, 0, 0, 2, b'h', b'i']).await.unwrap();
+    assert_eq!(read_frame(&mut c).await, b"hi");
+}

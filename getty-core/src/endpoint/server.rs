@@ -60,7 +60,11 @@ pub struct ServerBuilder {
     pub(crate) pool: Option<TaskPool>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) partial_budget: usize,
+    pub(crate) backlog: u32,
 }
+
+/// Default of [`ServerBuilder::backlog`]: Linux's default `somaxconn`, which caps it anyway.
+pub const DEFAULT_BACKLOG: u32 = 4096;
 
 /// Default of [`ServerBuilder::partial_budget`]: 32 packages of the default max length.
 pub const DEFAULT_PARTIAL_BUDGET: usize = 128 << 20;
@@ -76,7 +80,15 @@ impl ServerBuilder {
             pool: None,
             handshake_timeout: Duration::from_secs(5),
             partial_budget: DEFAULT_PARTIAL_BUDGET,
+            backlog: DEFAULT_BACKLOG,
         }
+    }
+    /// Connections the kernel queues before `accept` takes them (TCP, TLS and WebSocket
+    /// listeners). A burst of connects beyond it is dropped and retried by the clients' SYN
+    /// timers, which makes mass reconnects slow. Default [`DEFAULT_BACKLOG`].
+    pub fn backlog(mut self, n: u32) -> Self {
+        self.backlog = n;
+        self
     }
     /// Defaults for every session; the new-session callback may still change them.
     pub fn session_options(mut self, o: SessionOptions) -> Self {
@@ -139,7 +151,7 @@ impl ServerBuilder {
                 ),
             });
         }
-        let listener = TcpListener::bind(&self.addr)
+        let listener = listen(&self.addr, self.backlog)
             .await
             .map_err(|source| Error::Bind {
                 addr: self.addr.clone(),
@@ -369,4 +381,28 @@ impl<P: Send + 'static> Server<P> {
             accept: std::sync::Mutex::new(Some(accept)),
         }
     }
+}
+
+/// Binds the first address `addr` resolves to that accepts, listening with `backlog` (what
+/// `TcpListener::bind` does, with its fixed backlog of 1,024 made a choice).
+async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let sock = match a {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        #[cfg(unix)]
+        sock.set_reuseaddr(true)?;
+        match sock.bind(a).and_then(|()| sock.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
