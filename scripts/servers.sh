@@ -59,6 +59,8 @@ install_packages() {
     # protoc + the well-known .proto files: needed to build the etcd-client crate.
     command -v protoc >/dev/null 2>&1 || pkgs+=(protobuf-compiler)
     [[ -f /usr/include/google/protobuf/descriptor.proto ]] || pkgs+=(libprotobuf-dev)
+    # `ss` (tests/tcp.rs reads a listener's backlog back with it).
+    command -v ss >/dev/null 2>&1 || pkgs+=(iproute2)
     ((${#pkgs[@]} == 0)) && return 0
     log "installing ${pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
