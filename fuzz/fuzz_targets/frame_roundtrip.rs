@@ -40,8 +40,8 @@ fn arb_frame(u: &mut Unstructured<'_>) -> Result<Frame> {
         status: Status::from_code(u.arbitrary()?),
         seq: u.arbitrary()?,
         timeout_ms: u.arbitrary()?,
-        service: text(u)?,
-        method: text(u)?,
+        service: text(u)?.into(),
+        method: text(u)?.into(),
         metadata,
         body: Bytes::copy_from_slice(u.bytes(body_len)?),
     })
