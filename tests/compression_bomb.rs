@@ -8,56 +8,17 @@
 //! `ZSTD_sizeof_DCtx` reports, the window, at most `2^window_log_max(limit)`, plus the
 //! decoder's context and buffers, under [`ZSTD_CONTEXT`]. With the 1 MiB limit used here: at
 //! most 1 MiB + 1 MiB + 576 KiB, for bombs that inflate to 16 MiB. A `realloc` counts as its
-//! new size from the moment it returns. Its own binary, with one test, so that nothing else
+//! new size from the moment it returns. The counting allocator is the reliability tests' own
+//! (`tests/reliability/mod.rs`). Its own binary, with one test, so that nothing else
 //! allocates while it measures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use getty::rpc::compression::{InflateError, inflate_body, window_log_max};
 
-/// Counts the live bytes and their high-water mark.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+mod reliability;
+use reliability::{Counting, peak_bytes, reset_peak};
 
-fn grew(n: usize) {
-    let now = LIVE.fetch_add(n, Ordering::SeqCst) + n;
-    PEAK.fetch_max(now, Ordering::SeqCst);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(l) };
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::SeqCst);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            if new >= l.size() {
-                grew(new - l.size());
-            } else {
-                LIVE.fetch_sub(l.size() - new, Ordering::SeqCst);
-            }
-        }
-        q
-    }
-}
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
@@ -73,10 +34,9 @@ const ZSTD_CONTEXT: usize = 512 * KIB;
 /// Runs `inflate_body(z, LIMIT)` and returns its result and the most it held above what the
 /// process held before (the result itself included).
 fn measured(z: &[u8]) -> (Result<usize, InflateError>, usize) {
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
+    let before = reset_peak();
     let r = inflate_body(z, LIMIT).map(|b| b.len());
-    (r, PEAK.load(Ordering::SeqCst) - before)
+    (r, peak_bytes() - before)
 }
 
 /// What zstd's decoder holds after streaming `z` (past the limit, or to its refusal) with the

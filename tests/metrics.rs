@@ -2,7 +2,6 @@
 //! scraped over HTTP from a Prometheus endpoint (`metrics-exporter-prometheus`), shows the
 //! exact counts.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,12 +9,10 @@ use std::time::Duration;
 use getty::core::{ClientBuilder, ServerBuilder};
 use getty::rpc::middleware::metrics::Metrics;
 use getty::rpc::{CallOptions, Context, Json, Router, RpcClient, RpcError, RpcOptions, RpcServer};
-use metrics_exporter_prometheus::PrometheusBuilder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "common/prometheus.rs"]
 mod prometheus;
-use prometheus::{Sample, matching, parse};
+use prometheus::{Sample, install_exporter, matching, parse, scrape_text as scrape};
 
 /// The value of the one sample of `name` whose labels include `want`.
 fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
@@ -24,27 +21,9 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     hits[0].2
 }
 
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prometheus_endpoint_shows_the_exact_counts_of_a_known_workload() {
-    let addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .unwrap();
+    let addr = install_exporter();
 
     let notes = Arc::new(AtomicUsize::new(0));
     let mut r = Router::new();

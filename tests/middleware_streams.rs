@@ -4,7 +4,6 @@
 //! and the connection goes on; the ready limits count a stream as a call; one trace id across a
 //! stream, its nested stream back and the items; exact stream metrics of a known workload.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -529,7 +528,7 @@ async fn one_trace_across_a_stream_its_nested_stream_back_and_the_items() {
 
 #[path = "common/prometheus.rs"]
 mod prometheus;
-use prometheus::{Sample, matching, parse};
+use prometheus::{Sample, install_exporter, matching, scrape};
 
 /// The value of the one sample of `name` whose labels include `want` (0 when there is none).
 fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
@@ -538,29 +537,10 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     hits.first().map_or(0.0, |h| h.2)
 }
 
-async fn scrape(addr: SocketAddr) -> Vec<Sample> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    parse(out.split_once("\r\n\r\n").unwrap().1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_metrics_show_the_exact_counts_of_a_known_workload() {
     use getty::rpc::middleware::metrics::Metrics;
-    let addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .unwrap();
+    let addr = install_exporter();
 
     let mut sr = Router::new();
     numbers(&mut sr, "m.S");

@@ -16,14 +16,12 @@ use std::time::Duration;
 use getty::registry::etcd::etcd_client;
 use getty::registry::zk::zookeeper_client;
 use getty::registry::{Event, Query, Registration, ServiceInstance, Watch, connect};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use registry_scenarios::eventually;
 use registry_scenarios::server::{self, unique_root};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "common/prometheus.rs"]
 mod prometheus;
-use prometheus::{Sample, matching, parse};
+use prometheus::{Sample, install_exporter, matching, scrape};
 
 const REGISTRATIONS: &str = "getty_registry_registrations_total";
 const DEREGISTRATIONS: &str = "getty_registry_deregistrations_total";
@@ -33,17 +31,6 @@ const ERRORS: &str = "getty_registry_errors_total";
 
 /// How long a case waits for one watch event or for the self-healing path to act.
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn scrape(addr: SocketAddr) -> Vec<Sample> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    parse(out.split_once("\r\n\r\n").unwrap().1)
-}
 
 /// The sum of the samples of `name` whose labels include `want` (0 when there is none yet).
 fn total(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
@@ -166,14 +153,7 @@ fn pairs(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_counters_show_the_exact_counts_of_a_known_workload() {
-    let addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .unwrap();
+    let addr = install_exporter();
     memory_case(addr).await;
     static_case(addr).await;
     etcd_case(addr).await;
