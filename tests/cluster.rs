@@ -511,6 +511,24 @@ async fn a_call_fails_at_once_when_every_connected_instance_was_tried() {
     c.close().await;
 }
 
+/// A provider over TLS with the test CA's certificate, published as instance `tls`.
+async fn tls_provider(reg: &Arc<dyn Registry>, pki: &transport_common::Pki) -> RpcServer {
+    let tls = RpcServer::start(provider_router("tls"), RpcOptions::default(), |cb| {
+        ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
+    })
+    .await
+    .unwrap();
+    tls.publish(
+        &**reg,
+        ServiceInstance::new(SVC, "")
+            .with_transport(Transport::Tls)
+            .with_instance_id("tls"),
+    )
+    .await
+    .unwrap();
+    tls
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_that_requires_tls_never_dials_plaintext() {
     let reg = connect(&memory_url()).await.unwrap();
@@ -526,19 +544,7 @@ async fn a_cluster_that_requires_tls_never_dials_plaintext() {
         .await
         .unwrap();
     // A TLS provider.
-    let tls = RpcServer::start(provider_router("tls"), RpcOptions::default(), |cb| {
-        ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
-    })
-    .await
-    .unwrap();
-    tls.publish(
-        &*reg,
-        ServiceInstance::new(SVC, "")
-            .with_transport(Transport::Tls)
-            .with_instance_id("tls"),
-    )
-    .await
-    .unwrap();
+    let tls = tls_provider(&reg, &pki).await;
     // A cluster that trusts the CA (no client certificate) and requires `security`.
     let secure = |security| {
         Cluster::new(
@@ -694,19 +700,7 @@ async fn a_cluster_that_requires_tls_refuses_a_unix_instance() {
         )
         .await
         .unwrap();
-    let tls = RpcServer::start(provider_router("tls"), RpcOptions::default(), |cb| {
-        ServerBuilder::new("127.0.0.1:0").serve_tls(pki.server(), cb)
-    })
-    .await
-    .unwrap();
-    tls.publish(
-        &*reg,
-        ServiceInstance::new(SVC, "")
-            .with_transport(Transport::Tls)
-            .with_instance_id("tls"),
-    )
-    .await
-    .unwrap();
+    let tls = tls_provider(&reg, &pki).await;
     let c = Cluster::new(
         reg.clone(),
         Query::new(SVC),
