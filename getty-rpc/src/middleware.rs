@@ -44,7 +44,7 @@ use futures_util::future::BoxFuture;
 use crate::context::Context;
 use crate::error::RpcError;
 use crate::frame::CodecId;
-use crate::peer::{Peer, PendingCall};
+use crate::peer::{Layered, Peer, PendingCall};
 use crate::router::Handler;
 use crate::stream::StreamKind;
 
@@ -480,9 +480,9 @@ pub(crate) async fn start_outbound(
     );
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
     match first {
-        std::task::Poll::Pending => Ok(PendingCall::layered(fut)),
+        std::task::Poll::Pending => Ok(PendingCall::layered(Layered::Running(fut))),
         std::task::Poll::Ready(Err(e)) => Err(e),
-        std::task::Poll::Ready(Ok(b)) => Ok(PendingCall::layered(Box::pin(async move { Ok(b) }))),
+        std::task::Poll::Ready(Ok(b)) => Ok(PendingCall::layered(Layered::Done(Some(Ok(b))))),
     }
 }
 

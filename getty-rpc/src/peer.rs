@@ -497,8 +497,8 @@ impl Peer {
         Ok(PendingCall {
             seq,
             codec,
-            rx,
-            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            rx: Some(rx),
+            sleep: Some(Box::pin(tokio::time::sleep_until(deadline.into()))),
             timeout,
             peer: Some(self.clone()),
             layered: None,
@@ -678,8 +678,8 @@ impl Peer {
             seq,
             // A Pong carries no codec.
             codec: CodecId::None,
-            rx,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            rx: Some(rx),
+            sleep: Some(Box::pin(tokio::time::sleep(timeout))),
             timeout,
             peer: Some(self.clone()),
             layered: None,
@@ -698,13 +698,22 @@ pub struct PendingCall {
     seq: u64,
     /// The request's codec: an OK reply must come in it (PROTOCOL.md section 6).
     codec: CodecId,
-    rx: oneshot::Receiver<Result<Frame, RpcError>>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The reply and the deadline's timer; `None` for a layered call, which has its own.
+    rx: Option<oneshot::Receiver<Result<Frame, RpcError>>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     /// `Some` while the call is pending.
     peer: Option<Peer>,
     /// With outbound layers: the chain, which sends the call and waits for its reply itself.
-    layered: Option<futures_util::future::BoxFuture<'static, Result<Bytes, RpcError>>>,
+    layered: Option<Layered>,
+}
+
+/// A call that outbound layers run.
+pub(crate) enum Layered {
+    /// The chain is still running: it sends the call and waits for the reply itself.
+    Running(futures_util::future::BoxFuture<'static, Result<Bytes, RpcError>>),
+    /// The chain finished on its first poll (a layer answered, or the reply was already in).
+    Done(Option<Result<Bytes, RpcError>>),
 }
 
 impl PendingCall {
@@ -713,19 +722,16 @@ impl PendingCall {
         self.seq
     }
 
-    /// A call that outbound layers run: `fut` sends it and waits for the reply.
-    pub(crate) fn layered(
-        fut: futures_util::future::BoxFuture<'static, Result<Bytes, RpcError>>,
-    ) -> PendingCall {
-        let (_, rx) = oneshot::channel();
+    /// A call that outbound layers run (no channel and no timer of its own).
+    pub(crate) fn layered(l: Layered) -> PendingCall {
         PendingCall {
             seq: 0,
             codec: CodecId::None,
-            rx,
-            sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+            rx: None,
+            sleep: None,
             timeout: Duration::MAX,
             peer: None,
-            layered: Some(fut),
+            layered: Some(l),
         }
     }
 
@@ -744,10 +750,20 @@ impl Future for PendingCall {
     type Output = Result<Bytes, RpcError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
-        if let Some(f) = &mut self.layered {
-            return f.as_mut().poll(cx);
+        match &mut self.layered {
+            Some(Layered::Running(f)) => return f.as_mut().poll(cx),
+            Some(Layered::Done(r)) => {
+                return Poll::Ready(
+                    r.take()
+                        .unwrap_or_else(|| Err(RpcError::internal("polled after completion"))),
+                );
+            }
+            None => {}
         }
-        if let Poll::Ready(r) = Pin::new(&mut self.rx).poll(cx) {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(Err(RpcError::internal("polled after completion")));
+        };
+        if let Poll::Ready(r) = Pin::new(rx).poll(cx) {
             self.peer = None;
             return Poll::Ready(match r {
                 Ok(Ok(f)) if f.status == Status::Ok && f.codec == self.codec => Ok(f.body),
@@ -767,7 +783,11 @@ impl Future for PendingCall {
                 Err(_) => Err(RpcError::closed("connection closed")),
             });
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        if self
+            .sleep
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        {
             self.abandon();
             return Poll::Ready(Err(timeout_err(self.timeout)));
         }
