@@ -265,6 +265,7 @@ mod tests {
     /// Out-of-range durations were handed to `Duration::from_secs_f64`, which panicked.
     #[tokio::test]
     async fn bad_parameters_are_invalid_url_errors_not_panics() {
+        #[cfg_attr(not(any(feature = "etcd", feature = "zookeeper")), allow(unused_mut))]
         let mut urls = vec![
             "memory://a?x=1",
             "memory://u:p@a",
