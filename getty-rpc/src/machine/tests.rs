@@ -661,23 +661,28 @@ fn close_fails_everything_and_ignores_later_events() {
 }
 
 fn stream_machine() -> Machine<TestIo> {
-    let mut m: Machine<TestIo> = Machine::new(cfg(
+    stream_machine_with(
+        None,
         Limits {
-            calls: 8,
-            bytes: 10_000,
-        },
-        16,
-    ));
-    m.on_first_frame(
-        Some(Limits {
-            calls: 8,
-            bytes: 10_000,
-        }),
-        Some(Limits {
             calls: 2,
             bytes: 50,
-        }),
-    );
+        },
+    )
+}
+
+/// A machine whose peer announced flow control and `peer` stream credit; `own` replaces the
+/// credit it grants on each stream.
+fn stream_machine_with(own: Option<Limits>, peer: Limits) -> Machine<TestIo> {
+    let window = Limits {
+        calls: 8,
+        bytes: 10_000,
+    };
+    let mut c = cfg(window, 16);
+    if let Some(own) = own {
+        c.stream_credit = own;
+    }
+    let mut m: Machine<TestIo> = Machine::new(c);
+    m.on_first_frame(Some(window), Some(peer));
     m
 }
 
@@ -799,26 +804,7 @@ fn reserved_credit_and_batched_consumption_match_item_by_item() {
         calls: 4,
         bytes: 100,
     };
-    let machine = || {
-        let mut m: Machine<TestIo> = Machine::new(Config {
-            stream_credit: unit,
-            ..cfg(
-                Limits {
-                    calls: 8,
-                    bytes: 10_000,
-                },
-                16,
-            )
-        });
-        m.on_first_frame(
-            Some(Limits {
-                calls: 8,
-                bytes: 10_000,
-            }),
-            Some(unit),
-        );
-        m
-    };
+    let machine = || stream_machine_with(Some(unit), unit);
     // Receiver side, twice: per item, and batched.
     let key = StreamKey {
         seq: 3,
