@@ -852,3 +852,65 @@ async fn the_listen_backlog_is_the_default_or_the_one_set() {
     c.write_all(&[0, 0, 0, 2, b'h', b'i']).await.unwrap();
     assert_eq!(read_frame(&mut c).await, b"hi");
 }
+
+/// Packages are encoded into a buffer the session keeps (small ones share one allocation): a
+/// package the writer fails on, after writing part of it, must leave nothing behind, and
+/// packages below, at and above the buffer's block size must all arrive whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_encode_leaves_no_bytes_and_every_size_arrives_whole() {
+    struct HalfWriter;
+    impl getty::core::Writer<Bytes> for HalfWriter {
+        fn write(
+            &self,
+            pkg: &Bytes,
+            dst: &mut bytes::BytesMut,
+        ) -> Result<(), getty::core::CodecError> {
+            if pkg.starts_with(b"bad") {
+                // A header that promises a body, then a refusal.
+                dst.extend_from_slice(&[0, 0, 0, 9, b'x']);
+                return Err(getty::core::CodecError::msg("refused"));
+            }
+            LengthPrefixed.write(pkg, dst)
+        }
+    }
+    let (srv, mut srx) = echo_server(opts()).await;
+    let (cl, _crx) = recorder(false);
+    let cl: Arc<dyn EventListener<Bytes>> = cl;
+    let client = ClientBuilder::new(srv.local_addr().to_string())
+        .connect_tcp(new_session(move |c: &mut SessionConfig<Bytes>| {
+            c.set_reader(Arc::new(LengthPrefixed))
+                .set_writer(Arc::new(HalfWriter))
+                .set_event_listener(cl.clone())
+                .set_options(opts());
+            Ok(())
+        }))
+        .unwrap();
+    client.ready().await.unwrap();
+    let s = client.session().unwrap();
+    let Ev::Open(_) = next(&mut srx).await else {
+        panic!()
+    };
+    let sizes: Vec<usize> = (0..300).map(|i| 1 + (i * 997) % 9000).collect();
+    for (i, &n) in sizes.iter().enumerate() {
+        if i % 7 == 0 {
+            let e = s
+                .try_send_pkg(&Bytes::from_static(b"bad package"))
+                .unwrap_err();
+            assert!(matches!(e, Error::Encode { .. }), "{e}");
+        }
+        let body: Vec<u8> = (0..n).map(|j| (i + j) as u8).collect();
+        s.send_pkg(&Bytes::from(body)).await.unwrap();
+    }
+    for (i, &n) in sizes.iter().enumerate() {
+        let Ev::Msg(_, b) = next_non_cron(&mut srx).await else {
+            panic!()
+        };
+        assert_eq!(b.len(), n, "package {i}");
+        assert!(
+            b.iter().enumerate().all(|(j, &x)| x == (i + j) as u8),
+            "package {i} arrived whole"
+        );
+    }
+    client.close().await;
+    srv.close().await;
+}

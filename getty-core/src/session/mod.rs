@@ -94,6 +94,8 @@ pub(crate) struct Inner<P> {
     /// The first error that ended the session, handed to `on_error` (and put back after it).
     pub(crate) close_error: Mutex<Option<Error>>,
     pub(crate) attrs: Mutex<Attributes>,
+    /// Where packages are encoded (see [`Arena`]).
+    arena: Mutex<Arena>,
     active_nanos: AtomicU64,
     pub(crate) stats: Stats,
     pub(crate) callbacks: Mutex<CloseCallbacks>,
@@ -109,6 +111,33 @@ impl<P> Inner<P> {
     pub(crate) fn start_close(&self) {
         self.closed.store(true, Ordering::Release);
         self.closing.cancel();
+    }
+}
+
+/// The buffer a session encodes its packages into: each package is split off it, so small
+/// packages share one allocation (freed when the writer has written them all) instead of a
+/// `malloc` and a `free` each, the largest cost of sending a small frame. Blocks start small and
+/// double each time one is used up, up to [`Arena::MAX_BLOCK`]; a package bigger than that gets
+/// its own allocation. So an idle session keeps at most the unused rest of one block.
+#[derive(Default)]
+struct Arena {
+    buf: BytesMut,
+    /// The size of the next block.
+    block: usize,
+}
+
+impl Arena {
+    const FIRST_BLOCK: usize = 128;
+    const MAX_BLOCK: usize = 4096;
+    /// Below this much room a new block is taken (a bigger package reserves what it needs).
+    const MIN_ROOM: usize = 128;
+
+    fn make_room(&mut self) {
+        if self.buf.capacity() < Self::MIN_ROOM {
+            // Reclaims the old block in place when the writer has dropped every package in it.
+            self.block = (self.block * 2).clamp(Self::FIRST_BLOCK, Self::MAX_BLOCK);
+            self.buf.reserve(self.block);
+        }
     }
 }
 
@@ -174,6 +203,7 @@ impl<P: Send + 'static> Session<P> {
             finished: CancellationToken::new(),
             close_error: Mutex::new(None),
             attrs: Mutex::new(Attributes::default()),
+            arena: Mutex::new(Arena::default()),
             active_nanos: AtomicU64::new(0),
             stats: Stats::default(),
             callbacks: Mutex::new(CloseCallbacks::default()),
@@ -364,16 +394,27 @@ impl<P: Send + 'static> Session<P> {
 
     /// Encodes on the caller's thread; returns the write and its length.
     fn encode(&self, pkg: &P) -> Result<(WriteKind, usize)> {
-        let mut buf = BytesMut::new();
-        let tail = self
-            .inner
-            .writer
-            .write_parts(pkg, &mut buf)
-            .map_err(|source| Error::Encode {
-                session: self.id(),
-                source,
-            })?;
-        let head = buf.freeze();
+        let mut arena = lock(&self.inner.arena);
+        // Empty but for what a writer that panicked here left behind.
+        arena.buf.clear();
+        arena.make_room();
+        let tail = match self.inner.writer.write_parts(pkg, &mut arena.buf) {
+            Ok(tail) => tail,
+            Err(source) => {
+                // A writer may have written part of the package: none of it is queued.
+                arena.buf.clear();
+                return Err(Error::Encode {
+                    session: self.id(),
+                    source,
+                });
+            }
+        };
+        let head = arena.buf.split().freeze();
+        if head.len() > Arena::MAX_BLOCK {
+            // A big package got a block of its own: it is freed with the package, not kept.
+            *arena = Arena::default();
+        }
+        drop(arena);
         Ok(match tail {
             None => {
                 let n = head.len();
