@@ -42,7 +42,8 @@ pub trait Reader<P>: Send + Sync + 'static {
 }
 
 /// Turns a package into bytes, appended to `dst`. Called on the writing task, so encoding cost
-/// is paid by the caller and never by the connection's writer.
+/// is paid by the caller and never by the connection's writer. `dst` is the session's encode
+/// buffer, held while `write` runs: a writer must not send on that session itself.
 pub trait Writer<P>: Send + Sync + 'static {
     fn write(&self, pkg: &P, dst: &mut BytesMut) -> Result<(), CodecError>;
 
