@@ -395,20 +395,17 @@ impl<P: Send + 'static> Session<P> {
     /// Encodes on the caller's thread; returns the write and its length.
     fn encode(&self, pkg: &P) -> Result<(WriteKind, usize)> {
         let mut arena = lock(&self.inner.arena);
-        // Empty but for what a writer that panicked here left behind.
+        // Empty but for what a writer that failed or panicked here left of its package.
         arena.buf.clear();
         arena.make_room();
-        let tail = match self.inner.writer.write_parts(pkg, &mut arena.buf) {
-            Ok(tail) => tail,
-            Err(source) => {
-                // A writer may have written part of the package: none of it is queued.
-                arena.buf.clear();
-                return Err(Error::Encode {
-                    session: self.id(),
-                    source,
-                });
-            }
-        };
+        let tail = self
+            .inner
+            .writer
+            .write_parts(pkg, &mut arena.buf)
+            .map_err(|source| Error::Encode {
+                session: self.id(),
+                source,
+            })?;
         let head = arena.buf.split().freeze();
         if head.len() > Arena::MAX_BLOCK {
             // A big package got a block of its own: it is freed with the package, not kept.
